@@ -1,0 +1,1 @@
+"""What every tier shares: the spec made executable (see SPEC.md)."""

@@ -1,0 +1,190 @@
+# SPEC.md "Checkpoints": safetensors only (a format that cannot run code, unlike pickle).
+# One reader for both layouts (our single file with the config in __metadata__, and a Hugging Face
+# directory), one atomic writer. Tiers convert the numpy arrays to and from their own engines.
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from shared.config import GPTConfig
+from shared.errors import CheckpointError, ConfigError, GPTError
+from shared.params import check_state_dict, param_shapes
+
+FORMAT = "gpt-tiers/1"
+HF_WEIGHTS = "model.safetensors"
+HF_CONFIG = "config.json"
+OPTIM_PREFIXES = ("optim.m.", "optim.v.")
+
+
+@dataclass
+class OptimizerState:
+    step: int  # AdamW steps taken so far (the next step's bias correction uses step + 1)
+    m: dict[str, np.ndarray] = field(default_factory=dict)  # first moments, canonical names
+    v: dict[str, np.ndarray] = field(default_factory=dict)  # second moments
+
+
+@dataclass
+class Checkpoint:
+    config: GPTConfig
+    state: dict[str, np.ndarray]
+    optimizer: OptimizerState | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def save_checkpoint(
+    path, config: GPTConfig, state: dict, optimizer: OptimizerState | None = None, metadata: dict | None = None
+):
+    """Writes one .safetensors file: the weights in canonical order, the config in __metadata__, and
+    with `optimizer` the AdamW moments and step (a training checkpoint). Atomic: a temporary file in the
+    same folder is written, flushed to disk and renamed over `path`."""
+    check_state_dict(config, state)
+    tensors = {n: np.ascontiguousarray(state[n]) for n in param_shapes(config)}
+    metadata = {**(metadata or {}), "format": FORMAT, "config": config.to_json()}
+    if optimizer is not None:
+        metadata["step"] = str(int(optimizer.step))
+        for n in param_shapes(config):
+            tensors["optim.m." + n] = np.ascontiguousarray(optimizer.m[n])
+            tensors["optim.v." + n] = np.ascontiguousarray(optimizer.v[n])
+    data = st_save(tensors, metadata=metadata)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Reads our single-file format or a Hugging Face style directory (config.json + model.safetensors).
+    Every defect raises CheckpointError or ConfigError naming the file and the problem. The
+    __metadata__ (str -> str; the tokenizer travels there) is returned as `metadata`."""
+    path = Path(path)
+    if path.is_dir():
+        return _load_hf_dir(path)
+    tensors, metadata = _read_safetensors(path)
+    if "config" not in metadata:
+        raise CheckpointError(
+            f"{path}: no config in the safetensors __metadata__; "
+            f"pass a Hugging Face directory ({HF_CONFIG} + {HF_WEIGHTS}) or a file saved by this project"
+        )
+    try:
+        config = GPTConfig.from_dict(json.loads(metadata["config"]))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: the config in __metadata__ is not valid JSON ({e})") from None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    optimizer = None
+    moments = {n: t for n, t in tensors.items() if n.startswith(OPTIM_PREFIXES)}
+    if moments or "step" in metadata:
+        optimizer = _optimizer_state(path, config, metadata, moments)
+        tensors = {n: t for n, t in tensors.items() if n not in moments}
+    state = _canonical(path, tensors)
+    _check(path, config, state)
+    return Checkpoint(config, state, optimizer, metadata)
+
+
+def _load_hf_dir(path: Path) -> Checkpoint:
+    cfg_path, weights = path / HF_CONFIG, path / HF_WEIGHTS
+    for p in (cfg_path, weights):
+        if not p.is_file():
+            raise CheckpointError(
+                f"{path}: a Hugging Face style directory needs {HF_CONFIG} and {HF_WEIGHTS}; {p.name} is missing"
+            )
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
+    try:
+        config = GPTConfig.from_dict(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{cfg_path}: {e}") from None
+    if isinstance(cfg, dict) and cfg.get("activation_function", "gelu_new") != "gelu_new":
+        raise ConfigError(
+            f"{cfg_path}: activation_function {cfg['activation_function']!r}; the spec's GPT-2 uses gelu_new"
+        )
+    tensors, _ = _read_safetensors(weights)
+    state = _canonical(weights, tensors)
+    _check(weights, config, state)
+    return Checkpoint(config, state, None)
+
+
+def _read_safetensors(path: Path):
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    data = path.read_bytes()
+    # the header: 8-byte little-endian length, then that many bytes of JSON
+    if len(data) < 8:
+        raise CheckpointError(f"{path}: truncated ({len(data)} bytes), not a safetensors file")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise CheckpointError(
+            f"{path}: header claims {n} bytes but the file has {len(data) - 8} after the length; truncated or not safetensors"
+        )
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    metadata = header.get("__metadata__") or {}
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    return tensors, metadata
+
+
+def _canonical(path: Path, tensors: dict) -> dict[str, np.ndarray]:
+    """Hugging Face names -> ours: drop the `transformer.` prefix, the attention mask buffers
+    (`attn.bias`, `attn.masked_bias`) and a tied `lm_head.weight`."""
+    out = {}
+    for name, t in tensors.items():
+        key = name.removeprefix("transformer.")
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue
+        if key in out:
+            raise CheckpointError(f"{path}: tensor {key} appears twice (with and without 'transformer.')")
+        out[key] = t
+    lm_head = out.pop("lm_head.weight", None)
+    if lm_head is not None and "wte.weight" in out:
+        if lm_head.shape != out["wte.weight"].shape or not np.array_equal(lm_head, out["wte.weight"]):
+            raise CheckpointError(
+                f"{path}: lm_head.weight differs from wte.weight; the spec's GPT-2 ties them"
+            )
+    return out
+
+
+def _optimizer_state(path, config, metadata, moments) -> OptimizerState:
+    try:
+        step = int(metadata.get("step", ""))
+    except ValueError:
+        raise CheckpointError(f"{path}: a training checkpoint needs an integer 'step' in __metadata__") from None
+    if step < 0:
+        raise CheckpointError(f"{path}: step {step} is negative")
+    m = {n.removeprefix("optim.m."): t for n, t in moments.items() if n.startswith("optim.m.")}
+    v = {n.removeprefix("optim.v."): t for n, t in moments.items() if n.startswith("optim.v.")}
+    for label, d in (("optimizer first moments", m), ("optimizer second moments", v)):
+        try:
+            check_state_dict(config, d)
+        except GPTError as e:
+            raise CheckpointError(f"{path}: {label}: {e}") from None
+    return OptimizerState(step, m, v)
+
+
+def _check(path, config, state):
+    try:
+        check_state_dict(config, state)
+    except GPTError as e:
+        raise type(e)(f"{path}: {e}") from None

@@ -1,0 +1,54 @@
+# SPEC.md "Bad input": the checks every tier runs on idx and targets before computing anything,
+# written once so every tier rejects the same inputs with the same message.
+import numpy as np
+
+from shared.config import GPTConfig
+from shared.errors import InputError
+
+
+def check_idx(idx, config: GPTConfig, name: str = "idx") -> np.ndarray:
+    """Returns idx as an int64 (B, T) array, or raises InputError."""
+    if not isinstance(idx, np.ndarray):
+        raise InputError(f"{name} must be a numpy array of token ids, got {type(idx).__name__}")
+    if idx.dtype.kind not in "iu":
+        raise InputError(f"{name} must hold integer token ids, got dtype {idx.dtype}")
+    if idx.ndim != 2:
+        raise InputError(f"{name} must have shape (B, T), got {idx.ndim}-D shape {idx.shape}")
+    B, T = idx.shape
+    if B == 0 or T == 0:
+        raise InputError(f"{name} is empty: shape {idx.shape}")
+    if T > config.block_size:
+        raise InputError(f"{name} has length T={T}, longer than block_size={config.block_size}")
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= config.vocab_size:
+        bad = lo if lo < 0 else hi
+        raise InputError(f"{name} holds token id {bad}, outside [0, {config.vocab_size})")
+    return idx.astype(np.int64, copy=False)
+
+
+def check_targets(targets, idx: np.ndarray, config: GPTConfig) -> np.ndarray:
+    """Targets have idx's shape; each is a token id or -1 (ignored). At least one must count."""
+    if not isinstance(targets, np.ndarray):
+        raise InputError(f"targets must be a numpy array, got {type(targets).__name__}")
+    if targets.dtype.kind not in "iu":
+        raise InputError(f"targets must hold integer token ids, got dtype {targets.dtype}")
+    if targets.shape != idx.shape:
+        raise InputError(f"targets have shape {targets.shape}, idx has {idx.shape}")
+    lo, hi = int(targets.min()), int(targets.max())
+    if lo < -1 or hi >= config.vocab_size:
+        bad = lo if lo < -1 else hi
+        raise InputError(
+            f"targets hold {bad}, outside [0, {config.vocab_size}) and not -1 (ignore)"
+        )
+    if not np.any(targets != -1):
+        raise InputError("every target is -1 (ignored): the loss would be 0/0")
+    return targets.astype(np.int64, copy=False)
+
+
+def check_generate_args(max_new_tokens, temperature, top_k, config: GPTConfig) -> None:
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+    if not (temperature >= 0.0):  # also rejects NaN
+        raise InputError(f"temperature must be >= 0, got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise InputError(f"top_k must be None or a positive int, got {top_k!r}")
