@@ -47,17 +47,21 @@ class GPT:
 
     def train_step(self, idx, targets, lr):
         loss, grads = self.grads(idx, targets)
+        self.apply_grads(grads, lr)
+        return loss
+
+    def apply_grads(self, grads, lr):
+        grads = {n: np.array(grads[n], dtype=self.dtype) for n in self.params}  # ours to clip in place
         if self.adamw.grad_clip is not None:
             clip_grad_norm(grads, self.adamw.grad_clip)
         self.step += 1
         adamw_step(self.params, grads, self.m, self.v, self.step, lr, self.adamw)
-        return loss
 
     def state_dict(self):
         return {n: p.copy() for n, p in self.params.items()}
 
     def optimizer_state(self) -> OptimizerState:
-        return OptimizerState(self.step, dict(self.m), dict(self.v))
+        return OptimizerState(self.step, {n: a.copy() for n, a in self.m.items()}, {n: a.copy() for n, a in self.v.items()})
 
     def load_optimizer_state(self, opt: OptimizerState):
         self.step = opt.step

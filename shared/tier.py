@@ -4,6 +4,7 @@ from typing import Protocol
 
 import numpy as np
 
+from shared.checkpoint import OptimizerState
 from shared.config import GPTConfig
 from shared.schedule import AdamWConfig
 
@@ -21,6 +22,13 @@ class Model(Protocol):
 
     def train_step(self, idx: np.ndarray, targets: np.ndarray, lr: float) -> float:
         """One AdamW step per the spec (clip, decay, update); returns the loss before the step."""
+
+    def apply_grads(self, grads: dict[str, np.ndarray], lr: float) -> None:
+        """The optimizer half of train_step, on the given gradients: clip, decay, AdamW update.
+        The conformance suite feeds every tier the reference's gradients through it."""
+
+    def optimizer_state(self) -> OptimizerState:
+        """step and the AdamW moments m, v (numpy copies, canonical names)."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Canonical name -> a numpy copy of the parameter."""

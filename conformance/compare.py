@@ -1,0 +1,43 @@
+# Comparing a tier's tensors with the reference's and reporting them, worst first.
+import numpy as np
+
+from shared.config import GPTConfig
+from shared.params import param_shapes
+from shared.tolerances import rel_l2
+
+
+def random_state_dict(config: GPTConfig, seed: int) -> dict[str, np.ndarray]:
+    """Weights with every parameter random, biases and LayerNorm gains included: the spec's init
+    sets biases to 0 and gains to 1, which would hide a bias added in the wrong place."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name, shape in param_shapes(config).items():
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            w = 1.0 + 0.1 * rng.standard_normal(shape)
+        else:
+            w = 0.02 * rng.standard_normal(shape)
+        state[name] = w.astype(np.float32)
+    return state
+
+
+def report(rows) -> str:
+    """rows: (tensor, error, bound). A table, worst error/bound first, failures marked."""
+    rows = sorted(rows, key=lambda r: -(r[1] / r[2] if r[2] > 0 else np.inf))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'tensor':<{width}}  {'error':>9}  {'bound':>9}"]
+    for name, err, bound in rows:
+        mark = "  FAIL" if not err <= bound else ""
+        lines.append(f"{name:<{width}}  {err:9.2e}  {bound:9.2e}{mark}")
+    return "\n".join(lines)
+
+
+def assert_within(rows, what: str):
+    """Fails with the whole table when any row exceeds its bound (NaN exceeds every bound)."""
+    rows = list(rows)
+    if any(not err <= bound for _, err, bound in rows):
+        raise AssertionError(f"{what}: tensors beyond the spec's tolerance\n{report(rows)}")
+
+
+def compare_dicts(got: dict, ref: dict, bound: float):
+    assert set(got) == set(ref), f"names differ: missing {set(ref) - set(got)}, extra {set(got) - set(ref)}"
+    return [(name, rel_l2(got[name], ref[name]), bound) for name in ref]

@@ -1,0 +1,27 @@
+# Every tier the suite checks: name -> (module, dtype). A new tier joins with one line here.
+import importlib
+
+import numpy as np
+
+TIERS = {
+    "numpy": ("impl_numpy", np.float32),
+    "numpy-float64": ("impl_numpy", np.float64),
+}
+
+# the float64 reference every tier is checked against (SPEC.md "Tolerances")
+REFERENCE = ("impl_numpy", np.float64)
+
+
+def tier_module(name: str):
+    module, _ = TIERS[name]
+    return importlib.import_module(module)
+
+
+def load(name: str, path, adamw=None):
+    module, dtype = TIERS[name]
+    return importlib.import_module(module).load(path, dtype=dtype, adamw=adamw)
+
+
+def load_reference(path, adamw=None):
+    module, dtype = REFERENCE
+    return importlib.import_module(module).load(path, dtype=dtype, adamw=adamw)
