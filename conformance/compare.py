@@ -7,15 +7,20 @@ from shared.tolerances import rel_l2
 
 
 def random_state_dict(config: GPTConfig, seed: int) -> dict[str, np.ndarray]:
-    """Weights with every parameter random, biases and LayerNorm gains included: the spec's init
-    sets biases to 0 and gains to 1, which would hide a bias added in the wrong place."""
+    """Weights with every parameter random and at a scale where each nonlinearity works in its curved
+    range: the spec's init sets biases to 0 and gains to 1 (which would hide a bias added in the wrong
+    place) and keeps the MLP's inputs near 0, where erf-GELU and tanh-GELU agree to 1e-7."""
     rng = np.random.default_rng(seed)
     state = {}
     for name, shape in param_shapes(config).items():
         if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
-            w = 1.0 + 0.1 * rng.standard_normal(shape)
+            w = 1.0 + 0.2 * rng.standard_normal(shape)
+        elif name in ("wte.weight", "wpe.weight"):
+            w = 0.5 * rng.standard_normal(shape)
+        elif len(shape) == 2:  # (in, out) matmul weights: unit-variance outputs from unit-variance inputs
+            w = rng.standard_normal(shape) / np.sqrt(shape[0])
         else:
-            w = 0.02 * rng.standard_normal(shape)
+            w = 0.2 * rng.standard_normal(shape)
         state[name] = w.astype(np.float32)
     return state
 

@@ -154,7 +154,8 @@ def test_training_steps(tier, case):
     b = bounds(tier)
     rows = [(f"loss[{k}]", abs(a - r) / abs(r), b["train_loss"]) for k, (a, r) in enumerate(zip(losses, ref["train_losses"]))]
     params = model.state_dict()
-    rows += [(n, float(np.abs(params[n] - p).max()) / LR, b["train_params_lr"]) for n, p in ref["train_params"].items()]
+    bound = b["train_params_lr_per_step"] * N_STEPS
+    rows += [(n, float(np.abs(params[n] - p).max()) / LR, bound) for n, p in ref["train_params"].items()]
     assert_within(rows, f"{tier} parameters after {N_STEPS} train steps (in units of lr)")
 
 

@@ -61,7 +61,9 @@ class GPT:
         return {n: p.copy() for n, p in self.params.items()}
 
     def optimizer_state(self) -> OptimizerState:
-        return OptimizerState(self.step, {n: a.copy() for n, a in self.m.items()}, {n: a.copy() for n, a in self.v.items()})
+        m = {n: a.copy() for n, a in self.m.items()}
+        v = {n: a.copy() for n, a in self.v.items()}
+        return OptimizerState(self.step, m, v, self.adamw)
 
     def load_optimizer_state(self, opt: OptimizerState):
         self.step = opt.step
@@ -111,7 +113,10 @@ def from_state_dict(config, state, dtype=np.float32, adamw=None) -> GPT:
 
 
 def load(path, dtype=np.float32, adamw=None) -> GPT:
+    """A training checkpoint brings its AdamW settings; `adamw` overrides them."""
     ckpt = load_checkpoint(path)
+    if adamw is None and ckpt.optimizer is not None:
+        adamw = ckpt.optimizer.adamw
     model = GPT(ckpt.config, ckpt.state, dtype, adamw)
     if ckpt.optimizer is not None:
         model.load_optimizer_state(ckpt.optimizer)

@@ -1,9 +1,10 @@
 # SPEC.md "Checkpoints": safetensors only (a format that cannot run code, unlike pickle).
 # One reader for both layouts (our single file with the config in __metadata__, and a Hugging Face
 # directory), one atomic writer. Tiers convert the numpy arrays to and from their own engines.
+import dataclasses
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from safetensors.numpy import save as st_save
 from shared.config import GPTConfig
 from shared.errors import CheckpointError, ConfigError, GPTError
 from shared.params import check_state_dict, param_shapes
+from shared.schedule import AdamWConfig
 
 FORMAT = "gpt-tiers/1"
 HF_WEIGHTS = "model.safetensors"
@@ -27,6 +29,7 @@ class OptimizerState:
     step: int  # AdamW steps taken so far (the next step's bias correction uses step + 1)
     m: dict[str, np.ndarray] = field(default_factory=dict)  # first moments, canonical names
     v: dict[str, np.ndarray] = field(default_factory=dict)  # second moments
+    adamw: AdamWConfig | None = None  # the hyperparameters, so a resumed run uses the same ones
 
 
 @dataclass
@@ -48,13 +51,18 @@ def save_checkpoint(
     metadata = {**(metadata or {}), "format": FORMAT, "config": config.to_json()}
     if optimizer is not None:
         metadata["step"] = str(int(optimizer.step))
+        if optimizer.adamw is not None:
+            metadata["adamw"] = json.dumps(dataclasses.asdict(optimizer.adamw))
         for n in param_shapes(config):
             tensors["optim.m." + n] = np.ascontiguousarray(optimizer.m[n])
             tensors["optim.v." + n] = np.ascontiguousarray(optimizer.v[n])
     data = st_save(tensors, metadata=metadata)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    # not tempfile.mkstemp: its files are private (0600), and the rename would pass that on to the
+    # checkpoint; mode 0666 less the umask is what open() would have given it
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -90,8 +98,7 @@ def load_checkpoint(path) -> Checkpoint:
     if moments or "step" in metadata:
         optimizer = _optimizer_state(path, config, metadata, moments)
         tensors = {n: t for n, t in tensors.items() if n not in moments}
-    state = _canonical(path, tensors)
-    _check(path, config, state)
+    state = _check(path, config, _canonical(path, tensors))
     return Checkpoint(config, state, optimizer, metadata)
 
 
@@ -115,8 +122,7 @@ def _load_hf_dir(path: Path) -> Checkpoint:
             f"{cfg_path}: activation_function {cfg['activation_function']!r}; the spec's GPT-2 uses gelu_new"
         )
     tensors, _ = _read_safetensors(weights)
-    state = _canonical(weights, tensors)
-    _check(weights, config, state)
+    state = _check(weights, config, _canonical(weights, tensors))
     return Checkpoint(config, state, None)
 
 
@@ -180,11 +186,20 @@ def _optimizer_state(path, config, metadata, moments) -> OptimizerState:
             check_state_dict(config, d)
         except GPTError as e:
             raise CheckpointError(f"{path}: {label}: {e}") from None
-    return OptimizerState(step, m, v)
+    adamw = None
+    if "adamw" in metadata:
+        try:
+            adamw = AdamWConfig(**json.loads(metadata["adamw"]))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise CheckpointError(f"{path}: unreadable AdamW settings in __metadata__ ({e})") from None
+    order = param_shapes(config)
+    return OptimizerState(step, {n: m[n] for n in order}, {n: v[n] for n in order}, adamw)
 
 
-def _check(path, config, state):
+def _check(path, config, state) -> dict[str, np.ndarray]:
+    """Checks the state dict and returns it in canonical order (safetensors returns its own order)."""
     try:
         check_state_dict(config, state)
     except GPTError as e:
         raise type(e)(f"{path}: {e}") from None
+    return {n: state[n] for n in param_shapes(config)}

@@ -45,10 +45,16 @@ def check_targets(targets, idx: np.ndarray, config: GPTConfig) -> np.ndarray:
     return targets.astype(np.int64, copy=False)
 
 
+def _is_int(x) -> bool:
+    # bool is an int in Python; top_k=True is a bug, not a count (as in GPTConfig)
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
 def check_generate_args(max_new_tokens, temperature, top_k, config: GPTConfig) -> None:
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+    if not _is_int(max_new_tokens) or max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-    if not (temperature >= 0.0):  # also rejects NaN
-        raise InputError(f"temperature must be >= 0, got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+    # a number first: None >= 0.0 would raise TypeError instead of InputError
+    if not isinstance(temperature, (int, float, np.integer, np.floating)) or not (temperature >= 0.0):
+        raise InputError(f"temperature must be >= 0, got {temperature!r}")  # also rejects NaN
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
         raise InputError(f"top_k must be None or a positive int, got {top_k!r}")

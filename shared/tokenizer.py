@@ -29,7 +29,11 @@ class CharTokenizer:
         return np.array([self.stoi[c] for c in s], dtype=np.int64)
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < len(self.chars)]
+        if bad:  # a negative id would otherwise index from the end and decode silently
+            raise InputError(f"token id {bad[0]} outside [0, {self.vocab_size})")
+        return "".join(self.chars[i] for i in ids)
 
     def to_json(self) -> str:
         return json.dumps(self.chars)

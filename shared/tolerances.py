@@ -1,8 +1,9 @@
 # SPEC.md "Tolerances": how close a tier must come to the float64 reference (impl_numpy in float64),
 # as relative L2 error ||a - ref|| / ||ref|| per tensor. The reasoning is in SPEC.md; in short:
-# float32 rounds at 6e-8, and these models' forward and backward passes grow that to 1e-7 .. 7e-7 (the
-# numpy tier in float32, measured on the conformance configs), so the bounds sit about 5x above, and
-# stay far below what a real bug does (erf-GELU for tanh-GELU moves the logits by about 1e-4).
+# float32 rounds at 6e-8, and these models' forward and backward passes grow that to 2e-7 .. 9e-7 (the
+# numpy tier in float32, measured on the conformance configs and weights), so the bounds sit about 5x
+# above, and stay below what a real bug does there (erf-GELU for tanh-GELU moves the logits by 1.5e-4,
+# LayerNorm eps 1e-6 for 1e-5 by 4e-6 .. 1.5e-5).
 import numpy as np
 
 FLOAT32 = {
@@ -15,15 +16,17 @@ FLOAT32 = {
     # only the rounding of the stored parameters differs: max |p - p_ref| / lr (lr 1e-2, 3 steps)
     "adamw_params_lr": 1e-4,
     "adamw_moments": 5e-6,  # of m and v after N steps
-    # AdamW through train_step, where each tier uses its own gradients: Adam divides by sqrt(v), so
-    # near-zero gradients let float32 noise move an element by up to lr per step. Compared in units of
-    # lr, max |p - p_ref| / lr, and the losses along the way.
-    "train_params_lr": 0.1,
+    # AdamW through train_step, each tier on its own gradients. Adam divides by sqrt(v): where the exact
+    # gradient is 0 (the key bias of attention: softmax ignores a shift shared by all keys) each tier
+    # steps by +-lr on its own rounding noise. The per-element bound is therefore the largest honest
+    # disagreement, 2 lr per step (each tier's normalized step is at most about lr); the strict check of
+    # AdamW is adamw_params_lr above, and the losses along the way are held tight.
+    "train_params_lr_per_step": 2.0,
     "train_loss": 1e-5,
 }
 
 # a float64 tier against the float64 reference: rounding at 1e-16, grown by the same passes
-FLOAT64 = {name: (bound * 1e-8) for name, bound in FLOAT32.items()}
+FLOAT64 = {name: (bound if name == "train_params_lr_per_step" else bound * 1e-8) for name, bound in FLOAT32.items()}
 
 
 def bounds_for(dtype) -> dict[str, float]:
