@@ -6,7 +6,7 @@ from impl_numpy.engine import Tensor
 from impl_numpy.model import cross_entropy, gpt, new_cache
 from impl_numpy.optim import adamw_step, clip_grad_norm
 from shared.checkpoint import OptimizerState, load_checkpoint, save_checkpoint
-from shared.checks import check_generate_args, check_idx, check_targets
+from shared.checks import check_generate_args, check_grads, check_idx, check_lr, check_targets
 from shared.config import GPTConfig
 from shared.errors import InputError
 from shared.params import check_state_dict, param_shapes
@@ -17,6 +17,8 @@ from shared.schedule import AdamWConfig
 class GPT:
     def __init__(self, config: GPTConfig, state: dict, dtype=np.float32, adamw: AdamWConfig | None = None):
         check_state_dict(config, state)
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise InputError(f"the numpy tier computes in float32 or float64, not {dtype}")
         self.config = config
         self.dtype = np.dtype(dtype)
         self.adamw = adamw or AdamWConfig()
@@ -46,11 +48,14 @@ class GPT:
         return float(loss.data), {n: t.grad for n, t in params.items()}
 
     def train_step(self, idx, targets, lr):
+        check_lr(lr)
         loss, grads = self.grads(idx, targets)
         self.apply_grads(grads, lr)
         return loss
 
     def apply_grads(self, grads, lr):
+        check_grads(grads, self.config)
+        check_lr(lr)
         grads = {n: np.array(grads[n], dtype=self.dtype) for n in self.params}  # ours to clip in place
         if self.adamw.grad_clip is not None:
             clip_grad_norm(grads, self.adamw.grad_clip)
@@ -82,7 +87,7 @@ class GPT:
 
     def decode(self, idx, n_prefill=1):
         idx = check_idx(idx, self.config)
-        if not 1 <= n_prefill <= idx.shape[1]:
+        if not isinstance(n_prefill, (int, np.integer)) or not 1 <= n_prefill <= idx.shape[1]:
             raise InputError(f"n_prefill must be in [1, T={idx.shape[1]}], got {n_prefill}")
         params, cache = self._tensors(False), new_cache(self.config)
         logits = [gpt(params, idx[:, :n_prefill], self.config, cache).data]

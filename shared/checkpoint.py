@@ -22,6 +22,16 @@ FORMAT = "gpt-tiers/1"
 HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 OPTIM_PREFIXES = ("optim.m.", "optim.v.")
+RESERVED_METADATA = {"format", "config", "step", "adamw"}
+# Hugging Face GPT2Config fields that would change the numerics, with the only values the spec computes
+HF_REQUIRED = {
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-5,
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "tie_word_embeddings": True,
+    "n_inner": None,  # None means 4 * n_embd
+}
 
 
 @dataclass
@@ -43,10 +53,21 @@ class Checkpoint:
 def save_checkpoint(
     path, config: GPTConfig, state: dict, optimizer: OptimizerState | None = None, metadata: dict | None = None
 ):
-    """Writes one .safetensors file: the weights in canonical order, the config in __metadata__, and
-    with `optimizer` the AdamW moments and step (a training checkpoint). Atomic: a temporary file in the
-    same folder is written, flushed to disk and renamed over `path`."""
+    """Writes one .safetensors file: the weights (safetensors stores them sorted by name; loading puts
+    them back in canonical order), the config in __metadata__, and with `optimizer` the AdamW moments,
+    settings and step (a training checkpoint). `metadata` adds str -> str entries of the caller's (the
+    tokenizer, the training settings). Atomic: a temporary file in the same folder is written, flushed
+    to disk and renamed over `path`."""
     check_state_dict(config, state)
+    reserved = sorted(RESERVED_METADATA & set(metadata or {}))
+    if reserved:
+        raise CheckpointError(f"metadata keys {', '.join(reserved)} are the checkpoint's own; choose other names")
+    if optimizer is not None:
+        for label, moments in (("optimizer first moments", optimizer.m), ("optimizer second moments", optimizer.v)):
+            try:
+                check_state_dict(config, moments)
+            except GPTError as e:
+                raise CheckpointError(f"{label}: {e}") from None
     tensors = {n: np.ascontiguousarray(state[n]) for n in param_shapes(config)}
     metadata = {**(metadata or {}), "format": FORMAT, "config": config.to_json()}
     if optimizer is not None:
@@ -117,10 +138,12 @@ def _load_hf_dir(path: Path) -> Checkpoint:
         config = GPTConfig.from_dict(cfg)
     except ConfigError as e:
         raise ConfigError(f"{cfg_path}: {e}") from None
-    if isinstance(cfg, dict) and cfg.get("activation_function", "gelu_new") != "gelu_new":
-        raise ConfigError(
-            f"{cfg_path}: activation_function {cfg['activation_function']!r}; the spec's GPT-2 uses gelu_new"
-        )
+    for key, value in HF_REQUIRED.items():
+        got = cfg.get(key, value)
+        if key == "n_inner" and got == 4 * config.n_embd:
+            continue
+        if got != value:
+            raise ConfigError(f"{cfg_path}: {key} is {got!r}; the spec's GPT-2 needs {value!r}")
     tensors, _ = _read_safetensors(weights)
     state = _check(weights, config, _canonical(weights, tensors))
     return Checkpoint(config, state, None)

@@ -4,6 +4,7 @@ import numpy as np
 
 from shared.config import GPTConfig
 from shared.errors import InputError
+from shared.params import param_shapes
 
 
 def check_idx(idx, config: GPTConfig, name: str = "idx") -> np.ndarray:
@@ -54,7 +55,28 @@ def check_generate_args(max_new_tokens, temperature, top_k, config: GPTConfig) -
     if not _is_int(max_new_tokens) or max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
     # a number first: None >= 0.0 would raise TypeError instead of InputError
-    if not isinstance(temperature, (int, float, np.integer, np.floating)) or not (temperature >= 0.0):
-        raise InputError(f"temperature must be >= 0, got {temperature!r}")  # also rejects NaN
+    if not isinstance(temperature, (int, float, np.integer, np.floating)) or not (0.0 <= temperature < np.inf):
+        raise InputError(f"temperature must be finite and >= 0, got {temperature!r}")  # also rejects NaN
     if top_k is not None and (not _is_int(top_k) or top_k < 1):
         raise InputError(f"top_k must be None or a positive int, got {top_k!r}")
+
+
+def check_grads(grads, config: GPTConfig) -> None:
+    """Gradients handed to apply_grads: one float array per canonical name, in the parameter's shape."""
+    if not isinstance(grads, dict):
+        raise InputError(f"grads must be a dict of canonical name -> array, got {type(grads).__name__}")
+    shapes = param_shapes(config)
+    missing = [n for n in shapes if n not in grads]
+    extra = [n for n in grads if n not in shapes]
+    if missing or extra:
+        raise InputError(f"grads do not match the parameters: missing {missing[:3]}, unexpected {extra[:3]}")
+    for name, shape in shapes.items():
+        g = grads[name]
+        if not isinstance(g, np.ndarray) or g.dtype.kind != "f" or g.shape != shape:
+            got = f"{g.dtype} {g.shape}" if isinstance(g, np.ndarray) else type(g).__name__
+            raise InputError(f"grads[{name!r}] must be a float array of shape {shape}, got {got}")
+
+
+def check_lr(lr) -> None:
+    if not isinstance(lr, (int, float, np.integer, np.floating)) or isinstance(lr, bool) or not (0.0 <= lr < np.inf):
+        raise InputError(f"lr must be a finite number >= 0, got {lr!r}")

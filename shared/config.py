@@ -3,6 +3,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from shared.errors import ConfigError
 
 
@@ -18,8 +20,9 @@ class GPTConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             # bool is an int in Python; True layers is a bug, not a config
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"config.{field.name} must be an int, got {value!r}")
+            if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f"config.{field.name} must be an int, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, field.name, int(value))  # a numpy int becomes a plain int
             if value <= 0:
                 raise ConfigError(f"config.{field.name} must be positive, got {value}")
         if self.n_embd % self.n_head != 0:
@@ -65,4 +68,7 @@ PRESETS = {
 def get_config(name: str, **overrides) -> GPTConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown config preset {name!r}; presets: {', '.join(PRESETS)}")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(GPTConfig)})
+    if unknown:
+        raise ConfigError(f"unknown config field {', '.join(unknown)}")
     return dataclasses.replace(PRESETS[name], **overrides)

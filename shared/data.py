@@ -90,6 +90,8 @@ class CharDataset:
         return cls(Path(path).read_text(encoding="utf-8"))
 
     def split(self, name: str) -> np.ndarray:
+        if name not in ("train", "val"):
+            raise DataError(f"split must be 'train' or 'val', got {name!r}")
         return self.train if name == "train" else self.val
 
 

@@ -52,8 +52,10 @@ class Model(Protocol):
 class Tier(Protocol):
     """A tier's module: `import impl_numpy as tier`."""
 
-    def load(self, path, dtype=None, adamw: AdamWConfig | None = None) -> Model: ...
+    def load(self, path, dtype=np.float32, adamw: AdamWConfig | None = None) -> Model:
+        """A checkpoint (shared/checkpoint.py), optimizer state and AdamW settings included when it is a
+        training checkpoint; `adamw` overrides the settings. A dtype the tier cannot compute in raises."""
 
     def from_state_dict(
-        self, config: GPTConfig, state: dict[str, np.ndarray], dtype=None, adamw: AdamWConfig | None = None
+        self, config: GPTConfig, state: dict[str, np.ndarray], dtype=np.float32, adamw: AdamWConfig | None = None
     ) -> Model: ...

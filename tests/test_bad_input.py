@@ -147,10 +147,11 @@ BAD_GENERATE = {
         {"max_new_tokens": True},
         r"max_new_tokens must be a non-negative int, got True",
     ),
-    "negative-temperature": ({"temperature": -0.5}, r"temperature must be >= 0, got -0\.5"),
-    "nan-temperature": ({"temperature": float("nan")}, r"temperature must be >= 0, got nan"),
-    "none-temperature": ({"temperature": None}, r"temperature must be >= 0, got None"),
-    "str-temperature": ({"temperature": "hot"}, r"temperature must be >= 0, got 'hot'"),
+    "negative-temperature": ({"temperature": -0.5}, r"temperature must be finite and >= 0, got -0\.5"),
+    "nan-temperature": ({"temperature": float("nan")}, r"temperature must be finite and >= 0, got nan"),
+    "none-temperature": ({"temperature": None}, r"temperature must be finite and >= 0, got None"),
+    "str-temperature": ({"temperature": "hot"}, r"temperature must be finite and >= 0, got 'hot'"),
+    "inf-temperature": ({"temperature": float("inf")}, r"temperature must be finite and >= 0, got inf"),
     "top_k-0": ({"top_k": 0}, r"top_k must be None or a positive int, got 0"),
     "top_k-negative": ({"top_k": -3}, r"top_k must be None or a positive int, got -3"),
     "top_k-float": ({"top_k": 2.5}, r"top_k must be None or a positive int, got 2\.5"),
@@ -213,3 +214,45 @@ def test_from_state_dict_int_tensor(tier):
     state["wpe.weight"] = state["wpe.weight"].astype(np.int32)
     with pytest.raises(CheckpointError, match=r"wpe\.weight has dtype int32, expected a float type"):
         tier.from_state_dict(CONFIG, state)
+
+
+def good_grads():
+    return {n: np.zeros_like(a) for n, a in init_state_dict(CONFIG, seed=0).items()}
+
+
+BAD_GRADS = {
+    "missing": (lambda g: {n: a for n, a in g.items() if n != "ln_f.bias"}, r"grads do not match the parameters: missing \['ln_f.bias'\]"),
+    "extra": (lambda g: {**g, "lm_head.weight": g["wte.weight"]}, r"unexpected \['lm_head.weight'\]"),
+    "scalar": (lambda g: {**g, "ln_f.bias": np.float32(0.0)}, r"grads\['ln_f.bias'\] must be a float array of shape \(16,\), got float32"),
+    "broadcastable": (lambda g: {**g, "ln_f.bias": np.zeros((1,), np.float32)}, r"grads\['ln_f.bias'\] must be a float array of shape \(16,\), got float32 \(1,\)"),
+    "int": (lambda g: {**g, "ln_f.bias": np.zeros(16, np.int64)}, r"got int64 \(16,\)"),
+    "not-a-dict": (lambda g: list(g.values()), r"grads must be a dict"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_GRADS))
+def test_bad_apply_grads(model, case):
+    make, message = BAD_GRADS[case]
+    before = model.state_dict()
+    with pytest.raises(InputError, match=message):
+        model.apply_grads(make(good_grads()), 1e-3)
+    assert model.optimizer_state().step == 0
+    for n, p in model.state_dict().items():
+        np.testing.assert_array_equal(p, before[n])
+
+
+@pytest.mark.parametrize("lr", [-1e-3, float("nan"), float("inf"), None, "0.1", True])
+@pytest.mark.parametrize("call", ["train_step", "apply_grads"])
+def test_bad_lr(model, call, lr):
+    idx = good_idx()
+    with pytest.raises(InputError, match="lr must be a finite number >= 0"):
+        if call == "train_step":
+            model.train_step(idx, targets_for(idx), lr)
+        else:
+            model.apply_grads(good_grads(), lr)
+    assert model.optimizer_state().step == 0
+
+
+def test_unsupported_dtype(tier):
+    with pytest.raises(InputError, match="float16"):
+        tier.from_state_dict(CONFIG, init_state_dict(CONFIG, seed=0), dtype=np.float16)

@@ -109,13 +109,18 @@ def test_metadata_passthrough(tmp_path):
     assert ckpt.metadata["format"] == FORMAT
 
 
-def test_user_metadata_cannot_replace_the_config(tmp_path):
+@pytest.mark.parametrize("key", ["config", "format", "step", "adamw"])
+def test_user_metadata_cannot_use_the_checkpoints_own_keys(tmp_path, key):
     path = tmp_path / "ckpt.safetensors"
-    other = get_config("shakespeare").to_json()
-    save_checkpoint(path, CONFIG, random_state(), metadata={"config": other, "format": "x"})
-    ckpt = load_checkpoint(path)
-    assert ckpt.config == CONFIG
-    assert ckpt.metadata["format"] == FORMAT
+    with pytest.raises(CheckpointError, match=f"metadata keys {key} are the checkpoint's own"):
+        save_checkpoint(path, CONFIG, random_state(), metadata={key: "x"})
+    assert not path.exists()
+
+
+def test_save_rejects_bad_optimizer_moments(tmp_path):
+    opt = OptimizerState(1, random_state(), {n: a[..., :1] for n, a in random_state().items()})
+    with pytest.raises(CheckpointError, match="optimizer second moments"):
+        save_checkpoint(tmp_path / "c.safetensors", CONFIG, random_state(), opt)
 
 
 def test_save_creates_parent_folders(tmp_path):
@@ -624,10 +629,26 @@ def test_non_float_tensor(tmp_path, loader, dtype):
         loader(path)
 
 
-def test_gelu_activation_rejected(tmp_path, loader):
-    folder = write_hf_dir(tmp_path / "hf", cfg=hf_config(activation_function="gelu"))
-    with pytest.raises(ConfigError, match=r"activation_function 'gelu'.*gelu_new"):
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("activation_function", "gelu"),
+        ("layer_norm_epsilon", 1e-6),
+        ("scale_attn_weights", False),
+        ("scale_attn_by_inverse_layer_idx", True),
+        ("tie_word_embeddings", False),
+        ("n_inner", 3 * CONFIG.n_embd),
+    ],
+)
+def test_hf_config_that_changes_the_numerics_is_rejected(tmp_path, loader, field, value):
+    folder = write_hf_dir(tmp_path / "hf", cfg=hf_config(**{field: value}))
+    with pytest.raises(ConfigError, match=f"{field} is {value!r}; the spec's GPT-2 needs"):
         loader(folder)
+
+
+def test_hf_config_with_the_spec_values_spelled_out_loads(tmp_path, loader):
+    cfg = hf_config(layer_norm_epsilon=1e-5, n_inner=4 * CONFIG.n_embd, scale_attn_weights=True, tie_word_embeddings=True)
+    assert loader(write_hf_dir(tmp_path / "hf", cfg=cfg)).config == CONFIG
 
 
 def test_errors_are_value_errors(tmp_path):

@@ -46,8 +46,18 @@ def test_zero_or_negative(name, value):
 @pytest.mark.parametrize("name", list(GOOD))
 @pytest.mark.parametrize("value", [True, False, 2.0, "2", None, 2.5])
 def test_not_an_int(name, value):
-    with pytest.raises(ConfigError, match=rf"config\.{name} must be an int, got {value!r}"):
+    with pytest.raises(ConfigError, match=rf"config\.{name} must be an int, got {type(value).__name__} {value!r}"):
         GPTConfig(**{**GOOD, name: value})
+
+
+def test_numpy_ints_are_plain_ints_in_the_config():
+    config = GPTConfig(**{name: np.int64(v) for name, v in GOOD.items()})
+    assert config == GPTConfig(**GOOD) and all(type(v) is int for v in config.to_dict().values())
+
+
+def test_unknown_override():
+    with pytest.raises(ConfigError, match="unknown config field n_layers"):
+        get_config("tiny", n_layers=3)
 
 
 def test_unknown_preset():
@@ -104,7 +114,7 @@ def test_from_dict_not_a_dict(bad):
 
 
 def test_from_dict_validates():
-    with pytest.raises(ConfigError, match=r"config\.n_embd must be an int, got 16\.0"):
+    with pytest.raises(ConfigError, match=r"config\.n_embd must be an int, got float 16\.0"):
         GPTConfig.from_dict({**GOOD, "n_embd": 16.0})  # what a JSON writer may produce
 
 

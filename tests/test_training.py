@@ -99,3 +99,33 @@ def test_command_line_errors_are_clear(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         transformer.main(["--help"])
     assert e.value.code == 0
+
+
+def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    if not os.environ.get("TINYSHAKESPEARE"):
+        monkeypatch.setenv("TINYSHAKESPEARE", str(REPO_DATA))
+    args = ["--config", "tiny", "--steps", "6", "--eval-interval", "3", "--eval-iters", "1",
+            "--final-eval-iters", "1", "--sample-tokens", "0", "--batch-size", "2"]
+    assert transformer.main([*args, "--out", str(tmp_path / "straight")]) == 0
+
+    real_step = impl_numpy.GPT.train_step
+
+    def crash_at_step_4(self, *a, **k):
+        if self.step == 4:
+            raise KeyboardInterrupt  # the process dies between the step-3 checkpoint and the end
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(impl_numpy.GPT, "train_step", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        transformer.main([*args, "--out", str(tmp_path / "crashed")])
+    monkeypatch.setattr(impl_numpy.GPT, "train_step", real_step)
+    ckpt = tmp_path / "crashed" / "tiny-numpy.safetensors"
+    assert impl_numpy.load(ckpt).step == 3
+    assert transformer.main(["--resume", str(ckpt)]) == 0
+    assert "resumed" in capsys.readouterr().out
+
+    straight = impl_numpy.load(tmp_path / "straight" / "tiny-numpy.safetensors")
+    resumed = impl_numpy.load(ckpt)
+    assert straight.step == resumed.step == 6
+    for name, p in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], p, err_msg=name)
