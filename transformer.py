@@ -1,8 +1,8 @@
 """Train a GPT on Tiny Shakespeare with any tier, show that it learned, and sample from it.
 
-    python transformer.py                      # train the shakespeare config (numpy tier), then sample
-    python transformer.py sample --ckpt out/shakespeare-numpy.safetensors --prompt "ROMEO:"
-    python transformer.py eval --ckpt out/shakespeare-numpy.safetensors
+python transformer.py                      # train the shakespeare config (numpy tier), then sample
+python transformer.py sample --ckpt out/shakespeare-numpy.safetensors --prompt "ROMEO:"
+python transformer.py eval --ckpt out/shakespeare-numpy.safetensors
 """
 
 import argparse
@@ -89,7 +89,9 @@ def train(model, dataset: CharDataset, s: TrainSettings, ckpt_path=None, log=pri
     history = {"step": [], "train": [], "val": [], "time": []}
     metadata = {"tokenizer": dataset.tokenizer.to_json(), "train_settings": s.to_json()}
     start = time.perf_counter()
-    bar = tqdm(range(model.step, s.steps), initial=model.step, total=s.steps, disable=not progress, unit="step")
+    bar = tqdm(
+        range(model.step, s.steps), initial=model.step, total=s.steps, disable=not progress, unit="step"
+    )
     for step in bar:
         if step % s.eval_interval == 0:
             _evaluate(model, dataset, s, step, history, time.perf_counter() - start, log)
@@ -116,7 +118,9 @@ def _evaluate(model, dataset, s, step, history, elapsed, log):
     log(f"step {step:5d}: train loss {train_loss:.4f}, val loss {val_loss:.4f} ({elapsed:.0f} s)")
 
 
-def sample_text(model, tokenizer: CharTokenizer, prompt: str, tokens: int, temperature: float, top_k, seed: int):
+def sample_text(
+    model, tokenizer: CharTokenizer, prompt: str, tokens: int, temperature: float, top_k, seed: int
+):
     idx = tokenizer.encode(prompt or "\n")[None, -model.config.block_size :]
     out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, seed=seed)
     return tokenizer.decode(out[0])
@@ -172,9 +176,13 @@ def cmd_train(args):
     V = config.vocab_size
     val = estimate_loss(model, dataset.val, s.batch_size, args.final_eval_iters, s.seed + 3)
     uniform, unigram = math.log(V), unigram_baseline(dataset.train, dataset.val, V)
-    print(f"\ntrained {s.steps} steps in {wall:.0f} s ({1000 * wall / max(1, s.steps - history['step'][0]):.0f} ms/step)")
+    print(
+        f"\ntrained {s.steps} steps in {wall:.0f} s ({1000 * wall / max(1, s.steps - history['step'][0]):.0f} ms/step)"
+    )
     print(f"checkpoint: {out}")
-    print(f"validation loss {val:.4f} ({args.final_eval_iters} batches of {s.batch_size}x{config.block_size})")
+    print(
+        f"validation loss {val:.4f} ({args.final_eval_iters} batches of {s.batch_size}x{config.block_size})"
+    )
     print(f"  uniform baseline ln(V) = {uniform:.4f}   unigram baseline = {unigram:.4f}")
     verdict = "learned" if val < unigram else "did NOT beat the unigram baseline"
     print(f"  {verdict}: {unigram - val:+.4f} nats below unigram, {uniform - val:+.4f} below uniform")
@@ -206,7 +214,9 @@ def cmd_eval(args):
     for split in ("train", "val"):
         loss = estimate_loss(model, dataset.split(split), args.batch_size, args.iters, 1000)
         print(f"{split} loss {loss:.4f}")
-    print(f"uniform baseline {math.log(V):.4f}, unigram baseline {unigram_baseline(dataset.train, dataset.val, V):.4f}")
+    print(
+        f"uniform baseline {math.log(V):.4f}, unigram baseline {unigram_baseline(dataset.train, dataset.val, V):.4f}"
+    )
     return 0
 
 
@@ -217,23 +227,34 @@ def build_parser():
     sub = p.add_subparsers(dest="command")
 
     def common(q):
-        q.add_argument("--impl", choices=list(TIERS), default="numpy", help="which tier computes (default: numpy)")
+        q.add_argument(
+            "--impl", choices=list(TIERS), default="numpy", help="which tier computes (default: numpy)"
+        )
         q.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
         q.add_argument("-v", "--verbose", action="store_true", help="print more detail")
 
     t = sub.add_parser("train", help="train on Tiny Shakespeare (the default command)")
     common(t)
     t.add_argument("--config", choices=list(PRESETS), default="shakespeare", help="model size preset")
-    t.add_argument("--data", help="path to tinyshakespeare.txt or a folder holding it (else $TINYSHAKESPEARE, the cache, a download)")
-    t.add_argument("--steps", type=int, default=None, help="training steps (default 2000; with --resume, the run's own)")
+    t.add_argument(
+        "--data",
+        help="path to tinyshakespeare.txt or a folder holding it (else $TINYSHAKESPEARE, the cache, a download)",
+    )
+    t.add_argument(
+        "--steps", type=int, default=None, help="training steps (default 2000; with --resume, the run's own)"
+    )
     t.add_argument("--batch-size", type=int, default=12, help="sequences per step (default 12)")
-    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3); cosine decay to lr/10")
+    t.add_argument(
+        "--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3); cosine decay to lr/10"
+    )
     t.add_argument("--eval-interval", type=int, default=250, help="steps between evaluations")
     t.add_argument("--eval-iters", type=int, default=20, help="batches per evaluation")
     t.add_argument("--final-eval-iters", type=int, default=200, help="batches for the final validation loss")
     t.add_argument("--seed", type=int, default=1337, help="seed of the init and the batches")
     t.add_argument("--out", default="out", help="folder for the checkpoint (default out/)")
-    t.add_argument("--resume", help="training checkpoint to continue from, with its own settings (updated in place)")
+    t.add_argument(
+        "--resume", help="training checkpoint to continue from, with its own settings (updated in place)"
+    )
     t.add_argument("--sample-tokens", type=int, default=500, help="characters to sample at the end (0: none)")
     t.set_defaults(func=cmd_train)
 
@@ -250,7 +271,9 @@ def build_parser():
     e = sub.add_parser("eval", help="train and validation loss of a checkpoint, with the baselines")
     common(e)
     e.add_argument("--ckpt", required=True, help="checkpoint saved by `train`")
-    e.add_argument("--data", help="path to tinyshakespeare.txt (else $TINYSHAKESPEARE, the cache, a download)")
+    e.add_argument(
+        "--data", help="path to tinyshakespeare.txt (else $TINYSHAKESPEARE, the cache, a download)"
+    )
     e.add_argument("--iters", type=int, default=200, help="batches per split")
     e.add_argument("--batch-size", type=int, default=12)
     e.set_defaults(func=cmd_eval)

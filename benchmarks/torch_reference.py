@@ -53,7 +53,12 @@ class TorchGPT(nn.Module):
 
     def load_canonical(self, state: dict):
         # our (in, out) linear weights are nn.Linear's (out, in) transposed
-        rename = {"attn.c_attn": "c_attn", "attn.c_proj": "c_proj", "mlp.c_fc": "c_fc", "mlp.c_proj": "mlp_proj"}
+        rename = {
+            "attn.c_attn": "c_attn",
+            "attn.c_proj": "c_proj",
+            "mlp.c_fc": "c_fc",
+            "mlp.c_proj": "mlp_proj",
+        }
         own = dict(self.named_parameters())
         with torch.no_grad():
             for name, a in state.items():

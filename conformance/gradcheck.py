@@ -17,7 +17,9 @@ def finite_difference_check(tier, config, entries_per_tensor=6, eps=1e-5, seed=3
     errors = {}
     for name, shape in param_shapes(config).items():
         worst = 0.0
-        for j in np.linspace(0, int(np.prod(shape)) - 1, num=min(entries_per_tensor, int(np.prod(shape))), dtype=int):
+        for j in np.linspace(
+            0, int(np.prod(shape)) - 1, num=min(entries_per_tensor, int(np.prod(shape))), dtype=int
+        ):
             losses = []
             for sign in (1.0, -1.0):
                 moved = dict(state)

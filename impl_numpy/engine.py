@@ -168,8 +168,10 @@ def add(a, b) -> Tensor:
     a, b = _pair(a, b)
 
     def backward(g):
-        _accumulate(a, unbroadcast(g, a.shape))
-        _accumulate(b, unbroadcast(g, b.shape))
+        if a.requires_grad:
+            _accumulate(a, unbroadcast(g, a.shape))
+        if b.requires_grad:
+            _accumulate(b, unbroadcast(g, b.shape))
 
     return _result(a.data + b.data, (a, b), backward)
 
@@ -178,8 +180,10 @@ def sub(a, b) -> Tensor:
     a, b = _pair(a, b)
 
     def backward(g):
-        _accumulate(a, unbroadcast(g, a.shape))
-        _accumulate(b, unbroadcast(-g, b.shape))
+        if a.requires_grad:
+            _accumulate(a, unbroadcast(g, a.shape))
+        if b.requires_grad:
+            _accumulate(b, -unbroadcast(g, b.shape))  # negate after the sum: fewer elements
 
     return _result(a.data - b.data, (a, b), backward)
 
@@ -267,7 +271,7 @@ def tsum(a, axis=None, keepdims=False) -> Tensor:
     def backward(g):
         if axis is not None and not keepdims:
             g = np.expand_dims(g, axis)
-        _accumulate(a, np.broadcast_to(g, a.shape).copy())
+        _accumulate(a, np.broadcast_to(g, a.shape))  # a read-only view: grads are never written in place
 
     return _result(a.data.sum(axis=axis, keepdims=keepdims), (a,), backward)
 

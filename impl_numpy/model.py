@@ -37,8 +37,10 @@ def linear(x, w, b):
 
 
 def gelu(x):
-    # gelu_new: the tanh approximation GPT-2 was trained with
-    return 0.5 * x * (1.0 + (GELU_C * (x + 0.044715 * x * x * x)).tanh())
+    # gelu_new, the tanh approximation GPT-2 was trained with: 0.5 x (1 + tanh(c (x + 0.044715 x^3))),
+    # written with the constants folded, so that it costs 8 passes over (B, T, 4C) instead of 9
+    inner = x * (GELU_C + (GELU_C * 0.044715) * (x * x))
+    return x * (0.5 + 0.5 * inner.tanh())
 
 
 def softmax(x):

@@ -51,7 +51,11 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path, config: GPTConfig, state: dict, optimizer: OptimizerState | None = None, metadata: dict | None = None
+    path,
+    config: GPTConfig,
+    state: dict,
+    optimizer: OptimizerState | None = None,
+    metadata: dict | None = None,
 ):
     """Writes one .safetensors file: the weights (safetensors stores them sorted by name; loading puts
     them back in canonical order), the config in __metadata__, and with `optimizer` the AdamW moments,
@@ -61,9 +65,14 @@ def save_checkpoint(
     check_state_dict(config, state)
     reserved = sorted(RESERVED_METADATA & set(metadata or {}))
     if reserved:
-        raise CheckpointError(f"metadata keys {', '.join(reserved)} are the checkpoint's own; choose other names")
+        raise CheckpointError(
+            f"metadata keys {', '.join(reserved)} are the checkpoint's own; choose other names"
+        )
     if optimizer is not None:
-        for label, moments in (("optimizer first moments", optimizer.m), ("optimizer second moments", optimizer.v)):
+        for label, moments in (
+            ("optimizer first moments", optimizer.m),
+            ("optimizer second moments", optimizer.v),
+        ):
             try:
                 check_state_dict(config, moments)
             except GPTError as e:
@@ -199,7 +208,9 @@ def _optimizer_state(path, config, metadata, moments) -> OptimizerState:
     try:
         step = int(metadata.get("step", ""))
     except ValueError:
-        raise CheckpointError(f"{path}: a training checkpoint needs an integer 'step' in __metadata__") from None
+        raise CheckpointError(
+            f"{path}: a training checkpoint needs an integer 'step' in __metadata__"
+        ) from None
     if step < 0:
         raise CheckpointError(f"{path}: step {step} is negative")
     m = {n.removeprefix("optim.m."): t for n, t in moments.items() if n.startswith("optim.m.")}

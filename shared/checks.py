@@ -38,9 +38,7 @@ def check_targets(targets, idx: np.ndarray, config: GPTConfig) -> np.ndarray:
     lo, hi = int(targets.min()), int(targets.max())
     if lo < -1 or hi >= config.vocab_size:
         bad = lo if lo < -1 else hi
-        raise InputError(
-            f"targets hold {bad}, outside [0, {config.vocab_size}) and not -1 (ignore)"
-        )
+        raise InputError(f"targets hold {bad}, outside [0, {config.vocab_size}) and not -1 (ignore)")
     if not np.any(targets != -1):
         raise InputError("every target is -1 (ignored): the loss would be 0/0")
     return targets.astype(np.int64, copy=False)
@@ -55,7 +53,9 @@ def check_generate_args(max_new_tokens, temperature, top_k, config: GPTConfig) -
     if not _is_int(max_new_tokens) or max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
     # a number first: None >= 0.0 would raise TypeError instead of InputError
-    if not isinstance(temperature, (int, float, np.integer, np.floating)) or not (0.0 <= temperature < np.inf):
+    if not isinstance(temperature, (int, float, np.integer, np.floating)) or not (
+        0.0 <= temperature < np.inf
+    ):
         raise InputError(f"temperature must be finite and >= 0, got {temperature!r}")  # also rejects NaN
     if top_k is not None and (not _is_int(top_k) or top_k < 1):
         raise InputError(f"top_k must be None or a positive int, got {top_k!r}")
@@ -78,5 +78,9 @@ def check_grads(grads, config: GPTConfig) -> None:
 
 
 def check_lr(lr) -> None:
-    if not isinstance(lr, (int, float, np.integer, np.floating)) or isinstance(lr, bool) or not (0.0 <= lr < np.inf):
+    if (
+        not isinstance(lr, (int, float, np.integer, np.floating))
+        or isinstance(lr, bool)
+        or not (0.0 <= lr < np.inf)
+    ):
         raise InputError(f"lr must be a finite number >= 0, got {lr!r}")

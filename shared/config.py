@@ -26,9 +26,7 @@ class GPTConfig:
             if value <= 0:
                 raise ConfigError(f"config.{field.name} must be positive, got {value}")
         if self.n_embd % self.n_head != 0:
-            raise ConfigError(
-                f"config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
+            raise ConfigError(f"config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
     @property
     def head_size(self) -> int:

@@ -10,9 +10,7 @@ import numpy as np
 from shared.errors import DataError
 from shared.tokenizer import CharTokenizer
 
-SHAKESPEARE_URL = (
-    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-)
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 ENV_VAR = "TINYSHAKESPEARE"  # a file, or a folder holding tinyshakespeare.txt
@@ -30,7 +28,9 @@ def shakespeare_path(path=None, download: bool = True) -> Path:
     if path is not None:
         p = _in_folder(Path(path))
         if not p.is_file():
-            raise DataError(f"{path}: no such file (expected Tiny Shakespeare or a folder holding {SHAKESPEARE_FILE})")
+            raise DataError(
+                f"{path}: no such file (expected Tiny Shakespeare or a folder holding {SHAKESPEARE_FILE})"
+            )
         return p
     env = os.environ.get(ENV_VAR)
     if env:
@@ -54,7 +54,9 @@ def shakespeare_path(path=None, download: bool = True) -> Path:
             ) from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != SHAKESPEARE_SHA256:
-            raise DataError(f"downloaded {SHAKESPEARE_URL} has SHA-256 {digest}, expected {SHAKESPEARE_SHA256}")
+            raise DataError(
+                f"downloaded {SHAKESPEARE_URL} has SHA-256 {digest}, expected {SHAKESPEARE_SHA256}"
+            )
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".part")
         tmp.write_bytes(data)

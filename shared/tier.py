@@ -44,7 +44,12 @@ class Model(Protocol):
         then one position per call. They must equal forward's logits."""
 
     def generate(
-        self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, seed: int = 0
+        self,
+        idx: np.ndarray,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
     ) -> np.ndarray:
         """idx (B, T) followed by max_new_tokens sampled tokens, (B, T + max_new_tokens)."""
 
@@ -57,5 +62,9 @@ class Tier(Protocol):
         training checkpoint; `adamw` overrides the settings. A dtype the tier cannot compute in raises."""
 
     def from_state_dict(
-        self, config: GPTConfig, state: dict[str, np.ndarray], dtype=np.float32, adamw: AdamWConfig | None = None
+        self,
+        config: GPTConfig,
+        state: dict[str, np.ndarray],
+        dtype=np.float32,
+        adamw: AdamWConfig | None = None,
     ) -> Model: ...

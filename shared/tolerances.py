@@ -26,7 +26,9 @@ FLOAT32 = {
 }
 
 # a float64 tier against the float64 reference: rounding at 1e-16, grown by the same passes
-FLOAT64 = {name: (bound if name == "train_params_lr_per_step" else bound * 1e-8) for name, bound in FLOAT32.items()}
+FLOAT64 = {
+    name: (bound if name == "train_params_lr_per_step" else bound * 1e-8) for name, bound in FLOAT32.items()
+}
 
 
 def bounds_for(dtype) -> dict[str, float]:

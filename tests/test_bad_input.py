@@ -221,10 +221,19 @@ def good_grads():
 
 
 BAD_GRADS = {
-    "missing": (lambda g: {n: a for n, a in g.items() if n != "ln_f.bias"}, r"grads do not match the parameters: missing \['ln_f.bias'\]"),
+    "missing": (
+        lambda g: {n: a for n, a in g.items() if n != "ln_f.bias"},
+        r"grads do not match the parameters: missing \['ln_f.bias'\]",
+    ),
     "extra": (lambda g: {**g, "lm_head.weight": g["wte.weight"]}, r"unexpected \['lm_head.weight'\]"),
-    "scalar": (lambda g: {**g, "ln_f.bias": np.float32(0.0)}, r"grads\['ln_f.bias'\] must be a float array of shape \(16,\), got float32"),
-    "broadcastable": (lambda g: {**g, "ln_f.bias": np.zeros((1,), np.float32)}, r"grads\['ln_f.bias'\] must be a float array of shape \(16,\), got float32 \(1,\)"),
+    "scalar": (
+        lambda g: {**g, "ln_f.bias": np.float32(0.0)},
+        r"grads\['ln_f.bias'\] must be a float array of shape \(16,\), got float32",
+    ),
+    "broadcastable": (
+        lambda g: {**g, "ln_f.bias": np.zeros((1,), np.float32)},
+        r"grads\['ln_f.bias'\] must be a float array of shape \(16,\), got float32 \(1,\)",
+    ),
     "int": (lambda g: {**g, "ln_f.bias": np.zeros(16, np.int64)}, r"got int64 \(16,\)"),
     "not-a-dict": (lambda g: list(g.values()), r"grads must be a dict"),
 }

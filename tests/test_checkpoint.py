@@ -647,7 +647,9 @@ def test_hf_config_that_changes_the_numerics_is_rejected(tmp_path, loader, field
 
 
 def test_hf_config_with_the_spec_values_spelled_out_loads(tmp_path, loader):
-    cfg = hf_config(layer_norm_epsilon=1e-5, n_inner=4 * CONFIG.n_embd, scale_attn_weights=True, tie_word_embeddings=True)
+    cfg = hf_config(
+        layer_norm_epsilon=1e-5, n_inner=4 * CONFIG.n_embd, scale_attn_weights=True, tie_word_embeddings=True
+    )
     assert loader(write_hf_dir(tmp_path / "hf", cfg=cfg)).config == CONFIG
 
 

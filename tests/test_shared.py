@@ -46,7 +46,9 @@ def test_zero_or_negative(name, value):
 @pytest.mark.parametrize("name", list(GOOD))
 @pytest.mark.parametrize("value", [True, False, 2.0, "2", None, 2.5])
 def test_not_an_int(name, value):
-    with pytest.raises(ConfigError, match=rf"config\.{name} must be an int, got {type(value).__name__} {value!r}"):
+    with pytest.raises(
+        ConfigError, match=rf"config\.{name} must be an int, got {type(value).__name__} {value!r}"
+    ):
         GPTConfig(**{**GOOD, name: value})
 
 

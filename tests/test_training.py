@@ -104,8 +104,22 @@ def test_command_line_errors_are_clear(tmp_path, capsys):
 def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
     if not os.environ.get("TINYSHAKESPEARE"):
         monkeypatch.setenv("TINYSHAKESPEARE", str(REPO_DATA))
-    args = ["--config", "tiny", "--steps", "6", "--eval-interval", "3", "--eval-iters", "1",
-            "--final-eval-iters", "1", "--sample-tokens", "0", "--batch-size", "2"]
+    args = [
+        "--config",
+        "tiny",
+        "--steps",
+        "6",
+        "--eval-interval",
+        "3",
+        "--eval-iters",
+        "1",
+        "--final-eval-iters",
+        "1",
+        "--sample-tokens",
+        "0",
+        "--batch-size",
+        "2",
+    ]
     assert transformer.main([*args, "--out", str(tmp_path / "straight")]) == 0
 
     real_step = impl_numpy.GPT.train_step

@@ -1,0 +1,131 @@
+# The conformance cases and what is measured on them: each tier against the float64 reference, on fresh
+# random weights written to a safetensors file and loaded back through the tier's own `load`.
+# test_conformance.py asserts these measurements; `python -m conformance.summary` prints them.
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from conformance.compare import compare_dicts, random_state_dict
+from conformance.tiers import TIERS, load, load_reference
+from shared.checkpoint import save_checkpoint
+from shared.config import GPTConfig, get_config
+from shared.schedule import AdamWConfig
+from shared.tolerances import bounds_for, rel_l2
+
+_ODD = GPTConfig(n_layer=3, n_head=3, n_embd=48, block_size=24, vocab_size=37)
+# (config, B, T): odd sizes on purpose: 3 heads of 16, a vocabulary that is not a multiple of 8,
+# T = 1, T = block_size, batch 1
+CASES = {
+    "tiny-B2-T16": (get_config("tiny"), 2, 16),
+    "odd-B3-T7": (_ODD, 3, 7),
+    "odd-B1-T1": (_ODD, 1, 1),
+    "odd-B2-T24": (_ODD, 2, 24),
+}
+N_STEPS = 3
+LR = 1e-3
+OPT_LR = 1e-2  # larger, so that float32 rounding of the parameters is small in units of lr
+ADAMW = AdamWConfig(weight_decay=0.1, grad_clip=1.0)
+
+
+@functools.cache
+def case_data(case: str):
+    config, B, T = CASES[case]
+    rng = np.random.default_rng(sum(map(ord, case)))
+    idx = rng.integers(0, config.vocab_size, size=(B, T))
+    targets = rng.integers(0, config.vocab_size, size=(B, T))
+    if T > 2:
+        targets[0, : T // 3] = -1  # ignored positions
+    return config, idx, targets
+
+
+def write_checkpoint(case: str, folder) -> str:
+    config, _, _ = case_data(case)
+    path = Path(folder) / f"{case}.safetensors"
+    save_checkpoint(path, config, random_state_dict(config, seed=len(case)))
+    return str(path)
+
+
+@functools.cache
+def reference(case: str, path: str) -> dict:
+    """The float64 reference's results for one case, computed once and shared by every tier."""
+    config, idx, targets = case_data(case)
+    ref = load_reference(path, adamw=ADAMW)
+    logits, loss = ref.forward(idx, targets)
+    _, grads = ref.grads(idx, targets)
+    out = {"logits": logits, "loss": loss, "grads": grads, "acts": ref.activations(idx)}
+    # the optimizer alone: the reference's gradients, scaled so that clipping engages, N times
+    out["opt_grads"] = [{n: g * 50.0 * (k + 1) for n, g in grads.items()} for k in range(N_STEPS)]
+    for g in out["opt_grads"]:
+        ref.apply_grads(g, OPT_LR)
+    out["opt_params"] = ref.state_dict()
+    out["opt_state"] = ref.optimizer_state()
+    # whole training steps, each tier on its own gradients
+    ref = load_reference(path, adamw=ADAMW)
+    out["train_losses"] = [ref.train_step(idx, targets, LR) for _ in range(N_STEPS)]
+    out["train_params"] = ref.state_dict()
+    return out
+
+
+def _relative(a: float, ref: float) -> float:
+    return abs(a - ref) / abs(ref)
+
+
+def measure(quantity: str, tier: str, case: str, path: str):
+    """Rows (tensor, error, bound) of one quantity for one tier on one case."""
+    _, idx, targets = case_data(case)
+    ref = reference(case, path)
+    b = bounds_for(TIERS[tier][1])
+    if quantity == "logits":
+        logits, loss = load(tier, path).forward(idx, targets)
+        return [
+            ("logits", rel_l2(logits, ref["logits"]), b["logits"]),
+            ("loss", _relative(loss, ref["loss"]), b["loss"]),
+        ]
+    if quantity == "grads":
+        loss, grads = load(tier, path).grads(idx, targets)
+        return compare_dicts(grads, ref["grads"], b["grads"]) + [
+            ("loss", _relative(loss, ref["loss"]), b["loss"])
+        ]
+    if quantity == "activations":
+        acts = load(tier, path).activations(idx)
+        assert list(acts) == list(ref["acts"]), "activations must come in the spec's forward order"
+        return compare_dicts(acts, ref["acts"], b["activations"])
+    if quantity == "decode":
+        model = load(tier, path)
+        return [
+            (f"decode (prefill {n})", rel_l2(model.decode(idx, n), ref["logits"]), b["decode"])
+            for n in sorted({1, max(1, idx.shape[1] // 2)})
+        ]
+    if quantity == "adamw":
+        model = load(tier, path, adamw=ADAMW)
+        for g in ref["opt_grads"]:
+            model.apply_grads(g, OPT_LR)
+        params, opt = model.state_dict(), model.optimizer_state()
+        assert opt.step == N_STEPS
+        rows = [
+            (n, float(np.abs(params[n] - p).max()) / OPT_LR, b["adamw_params_lr"])
+            for n, p in ref["opt_params"].items()
+        ]
+        rows += [
+            ("m." + n, e, bd) for n, e, bd in compare_dicts(opt.m, ref["opt_state"].m, b["adamw_moments"])
+        ]
+        rows += [
+            ("v." + n, e, bd) for n, e, bd in compare_dicts(opt.v, ref["opt_state"].v, b["adamw_moments"])
+        ]
+        return rows
+    if quantity == "train":
+        model = load(tier, path, adamw=ADAMW)
+        losses = [model.train_step(idx, targets, LR) for _ in range(N_STEPS)]
+        rows = [
+            (f"loss[{k}]", _relative(a, r), b["train_loss"])
+            for k, (a, r) in enumerate(zip(losses, ref["train_losses"]))
+        ]
+        params, bound = model.state_dict(), b["train_params_lr_per_step"] * N_STEPS
+        return rows + [
+            (n, float(np.abs(params[n] - p).max()) / LR, bound) for n, p in ref["train_params"].items()
+        ]
+    raise ValueError(f"unknown quantity {quantity!r}")
+
+
+QUANTITIES = ["logits", "grads", "activations", "decode", "adamw", "train"]
