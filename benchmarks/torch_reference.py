@@ -1,7 +1,6 @@
 # PyTorch on the CPU, the reference row of the benchmarks: the spec's GPT-2 written the way a PyTorch
 # user would write it (nanoGPT's model.py, with scaled_dot_product_attention), loaded with our weights.
 # Optional: needs the `reference` extra. Never imported by a tier.
-import math
 
 import numpy as np
 import torch

@@ -49,7 +49,7 @@ def write_checkpoint(case: str, folder) -> str:
 @functools.cache
 def reference(case: str, path: str) -> dict:
     """The float64 reference's results for one case, computed once and shared by every tier."""
-    config, idx, targets = case_data(case)
+    _, idx, targets = case_data(case)
     ref = load_reference(path, adamw=ADAMW)
     logits, loss = ref.forward(idx, targets)
     _, grads = ref.grads(idx, targets)

@@ -28,11 +28,12 @@ _keep_freed_memory_in_the_heap()
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward")
+    __slots__ = ("_backward", "_owns_grad", "_parents", "data", "grad", "requires_grad")
 
     def __init__(self, data, requires_grad=False, _parents=(), _backward=None):
         self.data = data if isinstance(data, np.ndarray) else np.asarray(data)
         self.grad = None
+        self._owns_grad = False  # may grad be added into in place (not an array shared with another)
         self.requires_grad = requires_grad
         self._parents = _parents
         self._backward = _backward  # g -> None, adds into the parents' .grad
@@ -147,8 +148,12 @@ def _result(data, parents, backward) -> Tensor:
 def _accumulate(t: Tensor, g: np.ndarray):
     if not t.requires_grad:
         return
-    # never += in place: g may be the very array handed to another parent
-    t.grad = g if t.grad is None else t.grad + g
+    if t.grad is None:
+        t.grad, t._owns_grad = g, False  # g may be the very array handed to another parent
+    elif t._owns_grad:
+        t.grad += g
+    else:
+        t.grad, t._owns_grad = t.grad + g, True
 
 
 def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
@@ -192,6 +197,9 @@ def mul(a, b) -> Tensor:
     a, b = _pair(a, b)
 
     def backward(g):
+        if a is b:  # x * x: one product, doubled, instead of two added
+            _accumulate(a, (g * a.data) * 2.0)
+            return
         if a.requires_grad:
             _accumulate(a, unbroadcast(g * b.data, a.shape))
         if b.requires_grad:
@@ -300,9 +308,11 @@ def getitem(a, index) -> Tensor:
     a = as_tensor(a)
 
     def backward(g):
-        ga = np.zeros_like(a.data)
-        ga[index] = g
-        _accumulate(a, ga)
+        if a.grad is None:  # the slices of one tensor (q, k, v of qkv) fill one gradient in place
+            a.grad, a._owns_grad = np.zeros_like(a.data), True
+        elif not a._owns_grad:
+            a.grad, a._owns_grad = a.grad.copy(), True
+        a.grad[index] += g
 
     return _result(a.data[index], (a,), backward)
 
@@ -312,8 +322,12 @@ def take_rows(w, idx: np.ndarray) -> Tensor:
     w = as_tensor(w)
 
     def backward(g):
+        # np.add.at is slow on rows; sort the ids and sum each run of equal ids with reduceat instead
+        flat = idx.reshape(-1)
+        order = np.argsort(flat, kind="stable")
+        rows, starts = np.unique(flat[order], return_index=True)
         gw = np.zeros_like(w.data)
-        np.add.at(gw, idx.reshape(-1), g.reshape(-1, w.shape[-1]))
+        gw[rows] = np.add.reduceat(g.reshape(-1, w.shape[-1])[order], starts, axis=0)
         _accumulate(w, gw)
 
     return _result(w.data[idx], (w,), backward)

@@ -24,7 +24,9 @@ def adamw_step(params, grads, m, v, t, lr, cfg):
         g = grads[name]
         if is_decayed(name, p.shape):
             p *= p.dtype.type(1.0 - lr * cfg.weight_decay)  # decoupled decay, before the moments
-        m[name] = cfg.beta1 * m[name] + (1.0 - cfg.beta1) * g
-        v[name] = cfg.beta2 * v[name] + (1.0 - cfg.beta2) * (g * g)
+        m[name] *= cfg.beta1  # in place: the moments belong to the optimizer
+        m[name] += (1.0 - cfg.beta1) * g
+        v[name] *= cfg.beta2
+        v[name] += (1.0 - cfg.beta2) * (g * g)
         denom = np.sqrt(v[name]) / math.sqrt(bc2) + cfg.eps  # eps outside the square root
         p -= (lr / bc1) * m[name] / denom

@@ -196,11 +196,13 @@ def _canonical(path: Path, tensors: dict) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path}: tensor {key} appears twice (with and without 'transformer.')")
         out[key] = t
     lm_head = out.pop("lm_head.weight", None)
-    if lm_head is not None and "wte.weight" in out:
-        if lm_head.shape != out["wte.weight"].shape or not np.array_equal(lm_head, out["wte.weight"]):
-            raise CheckpointError(
-                f"{path}: lm_head.weight differs from wte.weight; the spec's GPT-2 ties them"
-            )
+    wte = out.get("wte.weight")
+    if (
+        lm_head is not None
+        and wte is not None
+        and (lm_head.shape != wte.shape or not np.array_equal(lm_head, wte))
+    ):
+        raise CheckpointError(f"{path}: lm_head.weight differs from wte.weight; the spec's GPT-2 ties them")
     return out
 
 
