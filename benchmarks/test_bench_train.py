@@ -37,8 +37,8 @@ def test_train_step(benchmark, impl, case):
         model.load_canonical(state)
         opt = make_optimizer(model, LR, AdamWConfig())
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        loss = benchmark.pedantic(lambda: train_step(model, opt, tx, ty, 1.0), rounds=30, warmup_rounds=5)
+        loss = benchmark.pedantic(lambda: train_step(model, opt, tx, ty, 1.0), rounds=50, warmup_rounds=5)
     else:
         model = importlib.import_module(TIERS[impl]).from_state_dict(config, state)
-        loss = benchmark.pedantic(lambda: model.train_step(x, y, LR), rounds=30, warmup_rounds=5)
+        loss = benchmark.pedantic(lambda: model.train_step(x, y, LR), rounds=50, warmup_rounds=5)
     assert np.isfinite(loss)

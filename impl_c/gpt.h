@@ -1,0 +1,128 @@
+// The C tier: GPT-2 per shared/SPEC.md, in float32, with hand-written backward passes.
+// Every layer is a name_forward / name_backward pair (gpt.c); the matmuls are in matmul.c, each fast
+// kernel beside its naive reference. No libraries beyond libc, libm and OpenMP.
+//
+// Conventions (llm.c's): outputs first, then inputs, weights, dims. Backward functions accumulate
+// into their gradient outputs with +=; zeroing is explicit (gpt_zero_grad). Results do not depend on
+// the number of threads: every reduction has one fixed order.
+#ifndef GPT_H
+#define GPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// mirrors shared/config.py GPTConfig, same field names and order
+typedef struct {
+    int n_layer;
+    int n_head;
+    int n_embd;
+    int block_size;
+    int vocab_size;
+} GPTConfig;
+
+// error codes; a message is kept in the model (gpt_error) or written to the caller's buffer
+enum {
+    GPT_OK = 0,
+    GPT_ERR_CONFIG = 1,  // invalid config
+    GPT_ERR_INPUT = 2,   // token id out of range, T > block_size, B or T < 1, cache overflow, ...
+    GPT_ERR_STATE = 3,   // call out of order (backward without a forward with targets, ...)
+    GPT_ERR_MEMORY = 4,  // allocation failed
+};
+
+// ---- parameters: one contiguous float buffer in the spec's canonical order (shared/params.py) ----
+
+// the tensors of one block, in canonical order
+typedef struct {
+    float *ln_1_w, *ln_1_b;                  // (C), (C)
+    float *attn_c_attn_w, *attn_c_attn_b;    // (C, 3C), (3C)
+    float *attn_c_proj_w, *attn_c_proj_b;    // (C, C), (C)
+    float *ln_2_w, *ln_2_b;                  // (C), (C)
+    float *mlp_c_fc_w, *mlp_c_fc_b;          // (C, 4C), (4C)
+    float *mlp_c_proj_w, *mlp_c_proj_b;      // (4C, C), (C)
+} BlockTensors;
+
+// pointers into one flat buffer (parameters, gradients and AdamW moments all use this layout)
+typedef struct {
+    float *wte;      // (V, C)
+    float *wpe;      // (block_size, C)
+    BlockTensors *h; // n_layer blocks
+    float *ln_f_w;   // (C)
+    float *ln_f_b;   // (C)
+} ParamTensors;
+
+int gpt_config_check(GPTConfig c, char *err, size_t errlen);   // GPT_OK or GPT_ERR_CONFIG
+size_t gpt_num_params(GPTConfig c);
+int gpt_num_tensors(GPTConfig c);                 // 2 + 12 * n_layer + 2
+size_t gpt_tensor_numel(GPTConfig c, int i);      // elements of canonical tensor i
+// the i-th canonical name into buf ("wte.weight", "h.0.ln_1.weight", ...); returns its length
+int gpt_tensor_name(GPTConfig c, int i, char *buf, size_t buflen);
+
+// ---- the model ----
+
+typedef struct GPT GPT;  // defined in gpt.c
+
+// allocates parameters (zeroed), gradients and moments; NULL on failure with a message in err
+GPT *gpt_create(GPTConfig c, char *err, size_t errlen);
+void gpt_destroy(GPT *m);
+const char *gpt_error(const GPT *m);  // message of the last failed call
+GPTConfig gpt_config(const GPT *m);
+
+// the flat buffers, gpt_num_params(config) floats each, canonical order; the caller may read and
+// write them (Python maps them as numpy arrays)
+float *gpt_params(GPT *m);
+float *gpt_grads(GPT *m);
+float *gpt_adam_m(GPT *m);
+float *gpt_adam_v(GPT *m);
+int gpt_get_step(const GPT *m);  // AdamW steps taken
+void gpt_set_step(GPT *m, int step);
+
+// forward over idx (B, T) row-major. targets (B, T) may be NULL; -1 marks an ignored position.
+// Keeps every activation the backward pass needs (and the spec's named activations) until the next
+// forward. With targets, *loss receives the mean cross-entropy over counted positions.
+int gpt_forward(GPT *m, const int32_t *idx, const int32_t *targets, int B, int T, float *loss);
+const float *gpt_logits(const GPT *m);  // (B, T, V) of the last forward
+
+void gpt_zero_grad(GPT *m);
+// backward of the last forward (which must have had targets): gradients += d loss / d params
+int gpt_backward(GPT *m);
+
+// clip (grad_clip > 0: global L2 norm over all gradients, torch's formula), then one AdamW step per
+// the spec (decay on 2-D tensors only, bias correction, eps outside the sqrt); step += 1.
+// Returns the gradient norm before clipping.
+float gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, float weight_decay,
+                       float grad_clip);
+
+// named activations of the last forward (shared/activations.py); layer is ignored for the
+// model-level ones. Returns NULL for an unknown kind or layer.
+enum {
+    ACT_EMB = 0,      // (B, T, C)
+    ACT_LN_1,         // per layer: (B, T, C)
+    ACT_ATTN_QKV,     // (B, T, 3C)
+    ACT_ATTN_ATT,     // (B, NH, T, T), after softmax, masked entries 0
+    ACT_ATTN_Y,       // (B, T, C), heads merged, before c_proj
+    ACT_ATTN_OUT,     // (B, T, C), after c_proj
+    ACT_RES_1,        // (B, T, C)
+    ACT_LN_2,         // (B, T, C)
+    ACT_MLP_FC,       // (B, T, 4C)
+    ACT_MLP_GELU,     // (B, T, 4C)
+    ACT_MLP_OUT,      // (B, T, C)
+    ACT_RES_2,        // (B, T, C)
+    ACT_LN_F,         // (B, T, C)
+    ACT_LOGITS,       // (B, T, V)
+};
+const float *gpt_activation(const GPT *m, int kind, int layer);
+
+// ---- KV-cache decoding (SPEC.md "Generation") ----
+
+// empties the cache and sizes it for batch B
+int gpt_cache_reset(GPT *m, int B);
+int gpt_cache_len(const GPT *m);  // positions cached
+// runs T new tokens (B, T) at positions len .. len+T-1 through the cache (len + T <= block_size),
+// writes their logits (B, T, V) into logits_out
+int gpt_cache_forward(GPT *m, const int32_t *idx, int B, int T, float *logits_out);
+
+// ---- threads ----
+void gpt_set_num_threads(int n);  // OpenMP threads (results are the same for any n)
+int gpt_get_num_threads(void);
+
+#endif
