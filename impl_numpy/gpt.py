@@ -5,8 +5,15 @@ import numpy as np
 from impl_numpy.engine import Tensor
 from impl_numpy.model import cross_entropy, gpt, new_cache
 from impl_numpy.optim import adamw_step, clip_grad_norm
-from shared.checkpoint import OptimizerState, load_checkpoint, save_checkpoint
-from shared.checks import check_generate_args, check_grads, check_idx, check_lr, check_targets
+from shared.checkpoint import OptimizerState, load_model, save_checkpoint
+from shared.checks import (
+    check_generate_args,
+    check_grads,
+    check_idx,
+    check_lr,
+    check_n_prefill,
+    check_targets,
+)
 from shared.config import GPTConfig
 from shared.errors import InputError
 from shared.params import check_state_dict, param_shapes
@@ -87,8 +94,7 @@ class GPT:
 
     def decode(self, idx, n_prefill=1):
         idx = check_idx(idx, self.config)
-        if not isinstance(n_prefill, (int, np.integer)) or not 1 <= n_prefill <= idx.shape[1]:
-            raise InputError(f"n_prefill must be in [1, T={idx.shape[1]}], got {n_prefill}")
+        check_n_prefill(n_prefill, idx.shape[1])
         params, cache = self._tensors(False), new_cache(self.config)
         logits = [gpt(params, idx[:, :n_prefill], self.config, cache).data]
         for t in range(n_prefill, idx.shape[1]):
@@ -118,11 +124,4 @@ def from_state_dict(config, state, dtype=np.float32, adamw=None) -> GPT:
 
 
 def load(path, dtype=np.float32, adamw=None) -> GPT:
-    """A training checkpoint brings its AdamW settings; `adamw` overrides them."""
-    ckpt = load_checkpoint(path)
-    if adamw is None and ckpt.optimizer is not None:
-        adamw = ckpt.optimizer.adamw
-    model = GPT(ckpt.config, ckpt.state, dtype, adamw)
-    if ckpt.optimizer is not None:
-        model.load_optimizer_state(ckpt.optimizer)
-    return model
+    return load_model(GPT, path, dtype, adamw)

@@ -239,3 +239,15 @@ def _check(path, config, state) -> dict[str, np.ndarray]:
     except GPTError as e:
         raise type(e)(f"{path}: {e}") from None
     return {n: state[n] for n in param_shapes(config)}
+
+
+def load_model(make, path, dtype, adamw):
+    """Every tier's `load`: make(config, state, dtype, adamw) builds the tier's model, and a training
+    checkpoint's step, moments and AdamW settings (unless `adamw` overrides them) are restored."""
+    ckpt = load_checkpoint(path)
+    if adamw is None and ckpt.optimizer is not None:
+        adamw = ckpt.optimizer.adamw
+    model = make(ckpt.config, ckpt.state, dtype, adamw)
+    if ckpt.optimizer is not None:
+        model.load_optimizer_state(ckpt.optimizer)
+    return model

@@ -84,3 +84,8 @@ def check_lr(lr) -> None:
         or not (0.0 <= lr < np.inf)
     ):
         raise InputError(f"lr must be a finite number >= 0, got {lr!r}")
+
+
+def check_n_prefill(n_prefill, T: int) -> None:
+    if not isinstance(n_prefill, (int, np.integer)) or isinstance(n_prefill, bool) or not 1 <= n_prefill <= T:
+        raise InputError(f"n_prefill must be in [1, T={T}], got {n_prefill}")

@@ -1,0 +1,251 @@
+# The C tier's Python binding (ctypes): the spec's tier interface (shared/tier.py) over libgpt.so.
+# Every input is checked here, with the shared checks, before anything reaches C; the C code checks
+# again for the standalone program, but never sees an input the Python side would reject.
+import ctypes
+import functools
+from ctypes import POINTER, c_char_p, c_float, c_int, c_int32, c_size_t, c_void_p
+
+import numpy as np
+
+from impl_c.build import library_path
+from shared.activations import LAYER_ACTIVATIONS, activation_names
+from shared.checkpoint import OptimizerState, load_model, save_checkpoint
+from shared.checks import (
+    check_generate_args,
+    check_grads,
+    check_idx,
+    check_lr,
+    check_n_prefill,
+    check_targets,
+)
+from shared.config import GPTConfig
+from shared.errors import GPTError, InputError
+from shared.params import check_state_dict, param_shapes
+from shared.sampling import generate_tokens
+from shared.schedule import AdamWConfig
+
+ERR_LEN = 512
+# gpt.h's ACT_* kinds, in the order of the enum
+ACT_KINDS = ["emb", *LAYER_ACTIVATIONS, "ln_f", "logits"]
+
+
+class CConfig(ctypes.Structure):
+    _fields_ = [(name, c_int) for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")]
+
+
+@functools.cache
+def library() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(library_path()))
+    f = POINTER(c_float)
+    signatures = {
+        "gpt_create": (c_void_p, [CConfig, c_char_p, c_size_t]),
+        "gpt_destroy": (None, [c_void_p]),
+        "gpt_error": (c_char_p, [c_void_p]),
+        "gpt_num_params": (c_size_t, [CConfig]),
+        "gpt_params": (f, [c_void_p]),
+        "gpt_grads": (f, [c_void_p]),
+        "gpt_adam_m": (f, [c_void_p]),
+        "gpt_adam_v": (f, [c_void_p]),
+        "gpt_get_step": (c_int, [c_void_p]),
+        "gpt_set_step": (None, [c_void_p, c_int]),
+        "gpt_forward": (c_int, [c_void_p, POINTER(c_int32), POINTER(c_int32), c_int, c_int, f]),
+        "gpt_logits": (f, [c_void_p]),
+        "gpt_zero_grad": (None, [c_void_p]),
+        "gpt_backward": (c_int, [c_void_p]),
+        "gpt_adamw_update": (c_float, [c_void_p, c_float, c_float, c_float, c_float, c_float, c_float]),
+        "gpt_activation": (f, [c_void_p, c_int, c_int]),
+        "gpt_cache_reset": (c_int, [c_void_p, c_int]),
+        "gpt_cache_len": (c_int, [c_void_p]),
+        "gpt_cache_forward": (c_int, [c_void_p, POINTER(c_int32), c_int, c_int, f]),
+        "gpt_set_num_threads": (None, [c_int]),
+        "gpt_get_num_threads": (c_int, []),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    return lib
+
+
+def set_num_threads(n: int) -> None:
+    library().gpt_set_num_threads(n)
+
+
+def _ints(a: np.ndarray):
+    # C takes int32 token ids; the shared checks already bounded them by the vocabulary
+    a = np.ascontiguousarray(a, dtype=np.int32)
+    return a, a.ctypes.data_as(POINTER(c_int32))
+
+
+class GPT:
+    def __init__(self, config: GPTConfig, state: dict, dtype=np.float32, adamw: AdamWConfig | None = None):
+        check_state_dict(config, state)
+        if np.dtype(dtype) != np.float32:
+            raise InputError(f"the C tier computes in float32, not {np.dtype(dtype)}")
+        self.config = config
+        self.dtype = np.dtype(np.float32)
+        self.adamw = adamw or AdamWConfig()
+        self._lib = library()
+        err = ctypes.create_string_buffer(ERR_LEN)
+        self._ptr = self._lib.gpt_create(CConfig(**config.to_dict()), err, ERR_LEN)
+        if not self._ptr:
+            raise GPTError(f"the C tier could not create the model: {err.value.decode()}")
+        n = self._lib.gpt_num_params(CConfig(**config.to_dict()))
+        # numpy views of C's flat buffers (canonical order); they live as long as this object
+        view = lambda p: np.ctypeslib.as_array(p, shape=(n,))
+        self._params = view(self._lib.gpt_params(self._ptr))
+        self._grads = view(self._lib.gpt_grads(self._ptr))
+        self._m = view(self._lib.gpt_adam_m(self._ptr))
+        self._v = view(self._lib.gpt_adam_v(self._ptr))
+        self._shapes = param_shapes(config)
+        self._params[:] = self._flat(state)
+
+    def __del__(self):
+        if getattr(self, "_ptr", None):
+            self._lib.gpt_destroy(self._ptr)
+            self._ptr = None
+
+    # the flat buffer <-> canonical name -> array
+    def _flat(self, tensors: dict) -> np.ndarray:
+        return np.concatenate([np.asarray(tensors[n], dtype=np.float32).reshape(-1) for n in self._shapes])
+
+    def _split(self, flat: np.ndarray) -> dict:
+        out, offset = {}, 0
+        for name, shape in self._shapes.items():
+            size = int(np.prod(shape))
+            out[name] = flat[offset : offset + size].reshape(shape).copy()
+            offset += size
+        return out
+
+    def _check(self, rc: int):
+        if rc != 0:
+            raise GPTError(f"the C tier failed: {self._lib.gpt_error(self._ptr).decode()}")
+
+    @property
+    def step(self) -> int:
+        return self._lib.gpt_get_step(self._ptr)
+
+    def _forward(self, idx, targets=None) -> float | None:
+        B, T = idx.shape
+        # the arrays must outlive the call: the pointers point into them
+        _idx32, idx_p = _ints(idx)
+        _tgt32, tgt_p = _ints(targets) if targets is not None else (None, None)
+        loss = c_float(0.0)
+        self._check(self._lib.gpt_forward(self._ptr, idx_p, tgt_p, B, T, ctypes.byref(loss)))
+        return None if targets is None else float(loss.value)
+
+    def forward(self, idx, targets=None):
+        idx = check_idx(idx, self.config)
+        if targets is not None:
+            targets = check_targets(targets, idx, self.config)
+        loss = self._forward(idx, targets)
+        B, T = idx.shape
+        logits = np.ctypeslib.as_array(self._lib.gpt_logits(self._ptr), shape=(B, T, self.config.vocab_size))
+        return logits.copy(), loss
+
+    def _backward(self, idx, targets) -> float:
+        loss = self._forward(idx, targets)
+        self._lib.gpt_zero_grad(self._ptr)
+        self._check(self._lib.gpt_backward(self._ptr))
+        return loss
+
+    def grads(self, idx, targets):
+        idx = check_idx(idx, self.config)
+        targets = check_targets(targets, idx, self.config)
+        loss = self._backward(idx, targets)
+        return loss, self._split(self._grads)
+
+    def train_step(self, idx, targets, lr):
+        check_lr(lr)
+        idx = check_idx(idx, self.config)
+        targets = check_targets(targets, idx, self.config)
+        loss = self._backward(idx, targets)
+        self._update(lr)
+        return loss
+
+    def apply_grads(self, grads, lr):
+        check_grads(grads, self.config)
+        check_lr(lr)
+        self._grads[:] = self._flat(grads)
+        self._update(lr)
+
+    def _update(self, lr):
+        a = self.adamw
+        clip = -1.0 if a.grad_clip is None else a.grad_clip  # C: clip only when > 0
+        self._lib.gpt_adamw_update(self._ptr, lr, a.beta1, a.beta2, a.eps, a.weight_decay, clip)
+
+    def state_dict(self):
+        return self._split(self._params)
+
+    def optimizer_state(self) -> OptimizerState:
+        return OptimizerState(self.step, self._split(self._m), self._split(self._v), self.adamw)
+
+    def load_optimizer_state(self, opt: OptimizerState):
+        self._m[:] = self._flat(opt.m)
+        self._v[:] = self._flat(opt.v)
+        self._lib.gpt_set_step(self._ptr, opt.step)
+
+    def save(self, path, metadata=None):
+        opt = self.optimizer_state() if self.step > 0 else None
+        save_checkpoint(path, self.config, self.state_dict(), opt, metadata)
+
+    def activations(self, idx):
+        idx = check_idx(idx, self.config)
+        self._forward(idx)
+        B, T = idx.shape
+        C, NH, V = self.config.n_embd, self.config.n_head, self.config.vocab_size
+        shapes = {
+            "(B, T, C)": (B, T, C),
+            "(B, T, 3C)": (B, T, 3 * C),
+            "(B, T, 4C)": (B, T, 4 * C),
+            "(B, NH, T, T)": (B, NH, T, T),
+        }
+        acts = {}
+        for name in activation_names(self.config):
+            if name.startswith("h."):
+                _, layer, kind = name.split(".", 2)
+                shape = shapes[LAYER_ACTIVATIONS[kind]]
+            else:
+                layer, kind = 0, name
+                shape = (B, T, V) if name == "logits" else (B, T, C)
+            p = self._lib.gpt_activation(self._ptr, ACT_KINDS.index(kind), int(layer))
+            acts[name] = np.ctypeslib.as_array(p, shape=shape).copy()
+        return acts
+
+    def _cache_forward(self, tokens) -> np.ndarray:
+        B, T = tokens.shape
+        logits = np.empty((B, T, self.config.vocab_size), dtype=np.float32)
+        _tokens32, p = _ints(tokens)
+        self._check(self._lib.gpt_cache_forward(self._ptr, p, B, T, logits.ctypes.data_as(POINTER(c_float))))
+        return logits
+
+    def decode(self, idx, n_prefill=1):
+        idx = check_idx(idx, self.config)
+        check_n_prefill(n_prefill, idx.shape[1])
+        self._check(self._lib.gpt_cache_reset(self._ptr, idx.shape[0]))
+        logits = [self._cache_forward(idx[:, :n_prefill])]
+        for t in range(n_prefill, idx.shape[1]):
+            logits.append(self._cache_forward(idx[:, t : t + 1]))
+        return np.concatenate(logits, axis=1)
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=0):
+        idx = check_idx(idx, self.config)
+        check_generate_args(max_new_tokens, temperature, top_k, self.config)
+
+        def prefill(window):
+            self._check(self._lib.gpt_cache_reset(self._ptr, window.shape[0]))
+            return self._cache_forward(window)[:, -1]
+
+        def step(tokens):
+            return self._cache_forward(tokens[:, None])[:, -1]
+
+        return generate_tokens(
+            idx, max_new_tokens, self.config.block_size, prefill, step, temperature, top_k, seed
+        )
+
+
+def from_state_dict(config, state, dtype=np.float32, adamw=None) -> GPT:
+    return GPT(config, state, dtype, adamw)
+
+
+def load(path, dtype=np.float32, adamw=None) -> GPT:
+    return load_model(GPT, path, dtype, adamw)
