@@ -21,11 +21,16 @@ class Block(nn.Module):
         self.c_fc = nn.Linear(C, 4 * C)
         self.mlp_proj = nn.Linear(4 * C, C)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if cache is not None:  # KV cache: a dict per block holding the past keys and values
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        # a single new query sees every cached key: no mask needed then
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
         x = x + self.c_proj(y.transpose(1, 2).reshape(B, T, C))
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
@@ -40,11 +45,12 @@ class TorchGPT(nn.Module):
         self.h = nn.ModuleList([Block(C, config.n_head) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(C, eps=1e-5)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, cache=None):
         T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T))
-        for block in self.h:
-            x = block(x)
+        pos0 = 0 if cache is None or "k" not in cache[0] else cache[0]["k"].shape[2]
+        x = self.wte(idx) + self.wpe(torch.arange(pos0, pos0 + T))
+        for i, block in enumerate(self.h):
+            x = block(x, None if cache is None else cache[i])
         logits = self.ln_f(x) @ self.wte.weight.T
         if targets is None:
             return logits, None
@@ -90,3 +96,16 @@ def train_step(model, opt, idx, targets, grad_clip):
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     return loss.item()
+
+
+@torch.no_grad()
+def generate_greedy(model: TorchGPT, idx, max_new_tokens: int):
+    """Greedy decoding with the KV cache, for prompts that stay within block_size."""
+    cache = [{} for _ in model.h]
+    logits, _ = model(idx, cache=cache)
+    out = [idx]
+    for _ in range(max_new_tokens):
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        out.append(nxt)
+        logits, _ = model(nxt, cache=cache)
+    return torch.cat(out, dim=1)

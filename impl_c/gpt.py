@@ -148,6 +148,11 @@ class GPT:
         self._check(self._lib.gpt_backward(self._ptr))
         return loss
 
+    def backward(self, idx, targets):
+        idx = check_idx(idx, self.config)
+        targets = check_targets(targets, idx, self.config)
+        return self._backward(idx, targets)
+
     def grads(self, idx, targets):
         idx = check_idx(idx, self.config)
         targets = check_targets(targets, idx, self.config)

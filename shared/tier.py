@@ -20,6 +20,10 @@ class Model(Protocol):
     def grads(self, idx: np.ndarray, targets: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         """The loss and d loss / d parameter for every canonical name, in the parameter's shape."""
 
+    def backward(self, idx: np.ndarray, targets: np.ndarray) -> float:
+        """Forward and backward with the gradients kept inside the model (what grads() copies out):
+        the pass the benchmarks time."""
+
     def train_step(self, idx: np.ndarray, targets: np.ndarray, lr: float) -> float:
         """One AdamW step per the spec (clip, decay, update); returns the loss before the step."""
 
