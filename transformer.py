@@ -26,7 +26,7 @@ from shared.schedule import AdamWConfig, lr_at
 from shared.tokenizer import CharTokenizer
 
 # --impl name -> the tier's module (each offers load / from_state_dict, shared/tier.py)
-TIERS = {"numpy": "impl_numpy"}
+TIERS = {"numpy": "impl_numpy", "c": "impl_c"}
 SUBCOMMANDS = ("train", "sample", "eval")
 
 

@@ -10,7 +10,7 @@ from shared.config import get_config
 from shared.params import init_state_dict
 from shared.schedule import AdamWConfig
 
-TIERS = {"numpy": "impl_numpy"}
+TIERS = {"numpy": "impl_numpy", "c": "impl_c"}
 LR = 1e-3
 
 

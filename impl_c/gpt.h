@@ -54,6 +54,8 @@ int gpt_config_check(GPTConfig c, char *err, size_t errlen);   // GPT_OK or GPT_
 size_t gpt_num_params(GPTConfig c);
 int gpt_num_tensors(GPTConfig c);                 // 2 + 12 * n_layer + 2
 size_t gpt_tensor_numel(GPTConfig c, int i);      // elements of canonical tensor i
+// shape of canonical tensor i into shape[0..1]; returns its number of dimensions (1 or 2; 0: no such i)
+int gpt_tensor_shape(GPTConfig c, int i, size_t shape[2]);
 // the i-th canonical name into buf ("wte.weight", "h.0.ln_1.weight", ...); returns its length
 int gpt_tensor_name(GPTConfig c, int i, char *buf, size_t buflen);
 
@@ -122,7 +124,7 @@ int gpt_cache_len(const GPT *m);  // positions cached
 int gpt_cache_forward(GPT *m, const int32_t *idx, int B, int T, float *logits_out);
 
 // ---- threads ----
-void gpt_set_num_threads(int n);  // OpenMP threads (results are the same for any n)
+void gpt_set_num_threads(int n);  // OpenMP threads (results are the same for any n); n < 1: the default
 int gpt_get_num_threads(void);
 
 #endif

@@ -59,6 +59,17 @@ def library() -> ctypes.CDLL:
         "gpt_cache_forward": (c_int, [c_void_p, POINTER(c_int32), c_int, c_int, f]),
         "gpt_set_num_threads": (None, [c_int]),
         "gpt_get_num_threads": (c_int, []),
+        # the C reader and writer of checkpoints (safetensors.h), for the standalone program; the
+        # binding itself reads and writes through shared/checkpoint.py, and the tests compare the two
+        "st_read_config": (c_int, [c_char_p, POINTER(CConfig), POINTER(c_int), c_char_p, c_size_t]),
+        "st_read_checkpoint": (
+            c_int,
+            [c_char_p, CConfig, f, f, f, POINTER(c_int), c_char_p, c_size_t, c_char_p, c_size_t],
+        ),
+        "st_write_checkpoint": (
+            c_int,
+            [c_char_p, CConfig, f, f, f, c_int, POINTER(c_char_p), POINTER(c_char_p), c_int, c_char_p, c_size_t],
+        ),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)

@@ -179,7 +179,7 @@ def _read_safetensors(path: Path):
     metadata = header.get("__metadata__") or {}
     try:
         tensors = st_load(data)
-    except (SafetensorError, ValueError, TypeError) as e:
+    except (SafetensorError, ValueError, TypeError, KeyError) as e:  # KeyError: a dtype numpy lacks (BF16)
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from None
     return tensors, metadata
 
@@ -226,7 +226,7 @@ def _optimizer_state(path, config, metadata, moments) -> OptimizerState:
     if "adamw" in metadata:
         try:
             adamw = AdamWConfig(**json.loads(metadata["adamw"]))
-        except (json.JSONDecodeError, TypeError) as e:
+        except (json.JSONDecodeError, TypeError, ConfigError) as e:
             raise CheckpointError(f"{path}: unreadable AdamW settings in __metadata__ ({e})") from None
     order = param_shapes(config)
     return OptimizerState(step, {n: m[n] for n in order}, {n: v[n] for n in order}, adamw)

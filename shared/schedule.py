@@ -3,6 +3,8 @@
 import math
 from dataclasses import dataclass
 
+from shared.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AdamWConfig:
@@ -11,6 +13,20 @@ class AdamWConfig:
     eps: float = 1e-8  # added to sqrt(v_hat), outside the square root (PyTorch's placement)
     weight_decay: float = 0.1  # decoupled, on 2-D parameters only (shared.params.is_decayed)
     grad_clip: float | None = 1.0  # global L2 norm over all gradients, clipped before the update
+
+    def __post_init__(self):
+        ok = (
+            0.0 <= self.beta1 < 1.0
+            and 0.0 <= self.beta2 < 1.0
+            and self.eps > 0.0
+            and self.weight_decay >= 0.0
+            and (self.grad_clip is None or self.grad_clip > 0.0)
+        )
+        if not ok:  # also rejects NaN: every comparison with it is false
+            raise ConfigError(
+                f"AdamW settings out of range: {self} (betas in [0, 1), eps > 0, weight_decay >= 0, "
+                f"grad_clip None or > 0)"
+            )
 
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

@@ -4,12 +4,13 @@
 import numpy as np
 import pytest
 
+import impl_c
 import impl_numpy
 from shared.config import get_config
 from shared.errors import CheckpointError, ConfigError, InputError
 from shared.params import init_state_dict
 
-TIERS = [impl_numpy]
+TIERS = [impl_numpy, impl_c]
 
 CONFIG = get_config("tiny")  # V = 29, block_size = 16
 V, BLOCK = CONFIG.vocab_size, CONFIG.block_size

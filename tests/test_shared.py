@@ -451,3 +451,14 @@ def test_context_window():
     idx = np.arange(10).reshape(1, 10)
     np.testing.assert_array_equal(context_window(idx, 4), [[6, 7, 8, 9]])
     np.testing.assert_array_equal(context_window(idx, 16), idx)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("beta1", 1.0), ("beta2", -0.1), ("eps", 0.0), ("weight_decay", -1.0), ("grad_clip", 0.0), ("beta1", float("nan"))],
+)
+def test_adamw_settings_out_of_range(field, value):
+    from shared.schedule import AdamWConfig
+
+    with pytest.raises(ConfigError, match="AdamW settings out of range"):
+        AdamWConfig(**{field: value})

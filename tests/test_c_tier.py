@@ -1,0 +1,171 @@
+# What the C tier promises beyond the conformance suite: results independent of the thread count and
+# bit-identical from run to run, a checkpoint reader and writer in C that agree with shared/checkpoint.py,
+# and a standalone program that trains, resumes exactly and samples.
+import ctypes
+import json
+import subprocess
+from ctypes import POINTER, c_char_p, c_float, c_int
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import impl_c
+from conformance.compare import random_state_dict
+from impl_c.gpt import CConfig, library
+from shared.checkpoint import OptimizerState, load_checkpoint, save_checkpoint
+from shared.config import GPTConfig, get_config
+from shared.params import param_shapes
+from shared.schedule import AdamWConfig
+
+CONFIG = GPTConfig(n_layer=2, n_head=3, n_embd=48, block_size=24, vocab_size=37)
+IMPL_C = Path(impl_c.__file__).resolve().parent
+
+
+def batch(config, B, T, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, config.vocab_size, (B, T)), rng.integers(0, config.vocab_size, (B, T))
+
+
+def run_steps(threads: int):
+    impl_c.set_num_threads(threads)
+    try:
+        model = impl_c.from_state_dict(CONFIG, random_state_dict(CONFIG, seed=1))
+        x, y = batch(CONFIG, 3, CONFIG.block_size)
+        losses = [model.train_step(x, y, 1e-2) for _ in range(3)]
+        _, grads = model.grads(x, y)
+        return losses, model.state_dict(), grads, model.forward(x)[0]
+    finally:
+        impl_c.set_num_threads(0)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    one, two, three = run_steps(1), run_steps(2), run_steps(3)
+    for other in (two, three):
+        assert one[0] == other[0]
+        for name in one[1]:
+            np.testing.assert_array_equal(one[1][name], other[1][name], err_msg=name)
+            np.testing.assert_array_equal(one[2][name], other[2][name], err_msg=name)
+        np.testing.assert_array_equal(one[3], other[3])
+
+
+def test_repeated_runs_are_bit_identical():
+    a, b = run_steps(2), run_steps(2)
+    assert a[0] == b[0]
+    for name in a[1]:
+        np.testing.assert_array_equal(a[1][name], b[1][name], err_msg=name)
+
+
+# ---- the C checkpoint reader and writer against shared/checkpoint.py ----
+
+
+def flat(state: dict) -> np.ndarray:
+    return np.concatenate([state[n].reshape(-1) for n in param_shapes(CONFIG)]).astype(np.float32)
+
+
+def c_read(path):
+    lib, err = library(), ctypes.create_string_buffer(512)
+    cfg, has_opt = CConfig(), c_int(0)
+    rc = lib.st_read_config(str(path).encode(), ctypes.byref(cfg), ctypes.byref(has_opt), err, 512)
+    if rc != 0:
+        return rc, err.value.decode(), None
+    n = lib.gpt_num_params(cfg)
+    params, m, v = (np.zeros(n, np.float32) for _ in range(3))
+    step, meta = c_int(-1), ctypes.create_string_buffer(1 << 16)
+    ptr = lambda a: a.ctypes.data_as(POINTER(c_float))  # noqa: E731
+    rc = lib.st_read_checkpoint(str(path).encode(), cfg, ptr(params), ptr(m), ptr(v), ctypes.byref(step), meta, 1 << 16, err, 512)
+    out = {"config": {f: getattr(cfg, f) for f, _ in CConfig._fields_}, "has_optimizer": has_opt.value,
+           "params": params, "m": m, "v": v, "step": step.value, "metadata": json.loads(meta.value or b"{}")}
+    return rc, err.value.decode(), out
+
+
+def test_c_reads_what_python_writes(tmp_path):
+    state, m, v = (random_state_dict(CONFIG, seed=s) for s in (1, 2, 3))
+    path = tmp_path / "ckpt.safetensors"
+    opt = OptimizerState(7, m, v, AdamWConfig(beta2=0.99))
+    save_checkpoint(path, CONFIG, state, opt, {"tokenizer": json.dumps("abc")})
+    rc, err, got = c_read(path)
+    assert rc == 0, err
+    assert got["config"] == CONFIG.to_dict() and got["has_optimizer"] == 1 and got["step"] == 7
+    np.testing.assert_array_equal(got["params"], flat(state))
+    np.testing.assert_array_equal(got["m"], flat(m))
+    np.testing.assert_array_equal(got["v"], flat(v))
+    assert got["metadata"]["tokenizer"] == json.dumps("abc")
+
+
+def test_python_reads_what_c_writes(tmp_path):
+    lib, err = library(), ctypes.create_string_buffer(512)
+    state, m, v = (flat(random_state_dict(CONFIG, seed=s)) for s in (4, 5, 6))
+    m = np.abs(m)  # any values; v must merely be finite
+    keys = (c_char_p * 1)(b"tokenizer")
+    values = (c_char_p * 1)(json.dumps("xyz").encode())
+    ptr = lambda a: a.ctypes.data_as(POINTER(c_float))  # noqa: E731
+    path = tmp_path / "c.safetensors"
+    rc = lib.st_write_checkpoint(str(path).encode(), CConfig(**CONFIG.to_dict()), ptr(state), ptr(m), ptr(v), 5, keys, values, 1, err, 512)
+    assert rc == 0, err.value
+    ckpt = load_checkpoint(path)
+    assert ckpt.config == CONFIG and ckpt.optimizer.step == 5 and ckpt.metadata["tokenizer"] == json.dumps("xyz")
+    np.testing.assert_array_equal(flat(ckpt.state), state)
+    np.testing.assert_array_equal(flat(ckpt.optimizer.m), m)
+    np.testing.assert_array_equal(flat(ckpt.optimizer.v), v)
+
+
+@pytest.mark.parametrize("cut", [0, 4, 8, 100, -1])
+def test_c_rejects_truncated_files_without_crashing(tmp_path, cut):
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, CONFIG, random_state_dict(CONFIG, seed=1))
+    data = path.read_bytes()
+    path.write_bytes(data[:cut] if cut >= 0 else data[: len(data) // 2])
+    rc, err, _ = c_read(path)
+    assert rc != 0 and str(path) in err
+
+
+# ---- the standalone program ----
+
+
+@pytest.fixture(scope="module")
+def program():
+    subprocess.run(["make", "-s", "-C", str(IMPL_C), "train_gpt"], check=True, capture_output=True)
+    return str(IMPL_C / "train_gpt")
+
+
+def train(program, *args, cwd):
+    r = subprocess.run([program, "train", *args], capture_output=True, text=True, cwd=cwd, check=False)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40)
+    return path
+
+
+def test_program_trains_and_resumes_exactly(program, text_file, tmp_path):
+    common = ["--data", str(text_file), "--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+              "--batch-size", "4", "--eval-iters", "1", "--eval-interval", "3", "--decay-steps", "6", "--threads", "2"]
+    out = train(program, *common, "--steps", "6", "--out", str(tmp_path / "straight.safetensors"), cwd=tmp_path)
+    assert "step     6" in out and "--- sample ---" in out
+    # the same run stopped at step 3, then resumed to step 6 with the settings its checkpoint holds
+    half = tmp_path / "half.safetensors"
+    train(program, *common, "--steps", "3", "--out", str(half), cwd=tmp_path)
+    assert load_checkpoint(half).optimizer.step == 3
+    train(program, "--data", str(text_file), "--resume", str(half), "--steps", "6", cwd=tmp_path)
+    straight, resumed = load_checkpoint(tmp_path / "straight.safetensors"), load_checkpoint(half)
+    assert straight.optimizer.step == resumed.optimizer.step == 6
+    for name, p in straight.state.items():
+        np.testing.assert_array_equal(resumed.state[name], p, err_msg=name)
+
+
+def test_program_checkpoint_loads_in_the_python_tiers_and_samples(program, text_file, tmp_path):
+    ckpt = tmp_path / "c.safetensors"
+    train(program, "--data", str(text_file), "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+          "--steps", "4", "--eval-interval", "2", "--eval-iters", "1", "--out", str(ckpt), cwd=tmp_path)
+    model = impl_c.load(ckpt)
+    assert model.step == 4
+    r = subprocess.run([program, "sample", "--ckpt", str(ckpt), "--prompt", "First", "--tokens", "20", "--temperature", "0"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and r.stdout.startswith("First"), r.stderr
+    r = subprocess.run([program, "sample", "--ckpt", str(tmp_path / "missing.safetensors")], capture_output=True, text=True, check=False)
+    assert r.returncode != 0 and "missing.safetensors" in r.stderr
