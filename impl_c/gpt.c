@@ -71,6 +71,12 @@ static inline float exp_fast(float x) {
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
+// p[0 .. n-1] = 0, on all threads (the backward zeroes a buffer before each += into it)
+static void zero(float *p, size_t n) {
+#pragma omp parallel for simd if (n > PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) p[i] = 0.0f;
+}
+
 // ----------------------------------------------------------------------------------------------------
 // the layers, each a forward / backward pair
 
@@ -197,12 +203,10 @@ static int attention_head_forward(float *y, long ldy, float *att, const float *q
             row[t2] *= scale;
             maxval = row[t2] > maxval ? row[t2] : maxval;
         }
+        for (int t2 = 0; t2 < n; t2++) row[t2] = exp_fast(row[t2] - maxval);
         double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-        for (int t2 = 0; t2 < n; t2++) {
-            row[t2] = exp_fast(row[t2] - maxval);
-            sum += row[t2];
-        }
+        for (int t2 = 0; t2 < n; t2++) sum += row[t2];
         float s = (float)sum;
         for (int t2 = 0; t2 < n; t2++) row[t2] /= s;
         for (int t2 = n; t2 < nk; t2++) row[t2] = 0.0f;  // the masked future
@@ -908,7 +912,7 @@ const float *gpt_activation(const GPT *m, int kind, int layer) {
     return NULL;
 }
 
-void gpt_zero_grad(GPT *m) { memset(m->grads_memory, 0, m->num_params * sizeof(float)); }
+void gpt_zero_grad(GPT *m) { zero(m->grads_memory, m->num_params); }
 
 // the block's forward in reverse: dout is d loss / d res_2, dx += d loss / d x (the block's input)
 static int block_backward(float *dx, BlockTensors *g, const float *dout, BlockActs a, const float *x,
@@ -916,31 +920,31 @@ static int block_backward(float *dx, BlockTensors *g, const float *dout, BlockAc
     int N = B * T, rc = 0;
     size_t NC = (size_t)N * C;
     // res_2 = res_1 + mlp_out
-    memset(s->dres_1, 0, NC * sizeof(float));
-    memset(s->dmlp_out, 0, NC * sizeof(float));
+    zero(s->dres_1, NC);
+    zero(s->dmlp_out, NC);
     residual_backward(s->dres_1, s->dmlp_out, dout, NC);
     // mlp_out = mlp_gelu @ mlp.c_proj;  mlp_gelu = gelu(mlp_fc);  mlp_fc = ln_2 @ mlp.c_fc
-    memset(s->dmlp_gelu, 0, 4 * NC * sizeof(float));
+    zero(s->dmlp_gelu, 4 * NC);
     rc |= matmul_backward(s->dmlp_gelu, g->mlp_c_proj_w, g->mlp_c_proj_b, s->dmlp_out, a.mlp_gelu,
                           p->mlp_c_proj_w, N, 4 * C, C);
-    memset(s->dmlp_fc, 0, 4 * NC * sizeof(float));
+    zero(s->dmlp_fc, 4 * NC);
     gelu_backward(s->dmlp_fc, a.mlp_fc, s->dmlp_gelu, 4 * NC);
-    memset(s->dln, 0, NC * sizeof(float));
+    zero(s->dln, NC);
     rc |= matmul_backward(s->dln, g->mlp_c_fc_w, g->mlp_c_fc_b, s->dmlp_fc, a.ln_2, p->mlp_c_fc_w, N, C,
                           4 * C);
     // ln_2 = LN(res_1)
     layernorm_backward(s->dres_1, g->ln_2_w, g->ln_2_b, s->dln, a.res_1, p->ln_2_w, a.ln_2_mean,
                        a.ln_2_rstd, N, C);
     // res_1 = x + attn_out
-    memset(s->dattn_out, 0, NC * sizeof(float));
+    zero(s->dattn_out, NC);
     residual_backward(dx, s->dattn_out, s->dres_1, NC);
     // attn_out = attn_y @ attn.c_proj;  attn_y = attention(attn_qkv);  attn_qkv = ln_1 @ attn.c_attn
-    memset(s->dattn_y, 0, NC * sizeof(float));
+    zero(s->dattn_y, NC);
     rc |= matmul_backward(s->dattn_y, g->attn_c_proj_w, g->attn_c_proj_b, s->dattn_out, a.attn_y,
                           p->attn_c_proj_w, N, C, C);
-    memset(s->dattn_qkv, 0, 3 * NC * sizeof(float));
+    zero(s->dattn_qkv, 3 * NC);
     rc |= attention_backward(s->dattn_qkv, s->dattn_y, a.attn_qkv, a.attn_att, s->datt, B, T, C, NH);
-    memset(s->dln, 0, NC * sizeof(float));
+    zero(s->dln, NC);
     rc |= matmul_backward(s->dln, g->attn_c_attn_w, g->attn_c_attn_b, s->dattn_qkv, a.ln_1,
                           p->attn_c_attn_w, N, C, 3 * C);
     // ln_1 = LN(x)
@@ -966,17 +970,17 @@ int gpt_backward(GPT *m) {
     // the forward in reverse, starting from d loss / d loss = 1
     cross_entropy_backward(s->dlogits, a->logits, a->lse, m->targets, N, V, m->count);
     // logits = ln_f @ wte^T
-    memset(s->dln, 0, NC * sizeof(float));
+    zero(s->dln, NC);
     mm |= head_backward(s->dln, g->wte, s->dlogits, a->ln_f, m->params.wte, N, C, V);
     // ln_f = LN(res_2 of the last block)
-    memset(s->dres, 0, NC * sizeof(float));
+    zero(s->dres, NC);
     const float *x_last = a->res_2 + (size_t)(L - 1) * NC;
     layernorm_backward(s->dres, g->ln_f_w, g->ln_f_b, s->dln, x_last, m->params.ln_f_w, a->ln_f_mean,
                        a->ln_f_rstd, N, C);
     for (int l = L - 1; l >= 0; l--) {
         // dres: d loss / d (block l's output); dres_prev receives d loss / d (its input)
         const float *x = l == 0 ? a->emb : a->res_2 + (size_t)(l - 1) * NC;
-        memset(s->dres_prev, 0, NC * sizeof(float));
+        zero(s->dres_prev, NC);
         mm |= block_backward(s->dres_prev, &g->h[l], s->dres, block_acts(a, c, l, B, T), x,
                              &m->params.h[l], s, B, T, C, NH);
         float *t = s->dres;

@@ -357,8 +357,10 @@ int gemm(int M, int N, int K, const float *a, long rsa, long csa, const float *b
     size_t kcmax = (size_t)imin(K, KC);
     size_t asize = round_up(round_up((size_t)imin((mp + tr - 1) / tr * MR, MC), MR) * kcmax, 16);
     size_t bsize = round_up((size_t)imin((np + tc - 1) / tc * NR, NC), NR) * kcmax;
-    size_t bytes = round_up((asize + bsize) * (size_t)(tr * tc) * sizeof(float), 64);
-    float *buf = aligned_alloc(64, bytes);
+    // small products (attention's, one head at a time) pack on the stack, the rest on the heap
+    size_t floats = (asize + bsize) * (size_t)(tr * tc);
+    _Alignas(64) float local[8192];
+    float *buf = floats <= 8192 ? local : aligned_alloc(64, round_up(floats * sizeof(float), 64));
     if (buf == NULL) return -1;
 #pragma omp parallel num_threads(tr * tc) if (tr * tc > 1)
     {
@@ -377,7 +379,7 @@ int gemm(int M, int N, int K, const float *a, long rsa, long csa, const float *b
             }
         }
     }
-    free(buf);
+    if (buf != local) free(buf);
     return 0;
 }
 
@@ -407,6 +409,7 @@ int matmul_forward(float *out, const float *inp, const float *weight, const floa
     if (bias == NULL) {
         return gemm(N, OC, C, inp, C, 1, weight, OC, 1, out, OC, 0);
     }
+#pragma omp parallel for if ((long)N * OC > 65536)
     for (int n = 0; n < N; n++) memcpy(out + (long)n * OC, bias, OC * sizeof(float));
     return gemm(N, OC, C, inp, C, 1, weight, OC, 1, out, OC, 1);
 }

@@ -63,33 +63,20 @@ def test_resume_continues_exactly(dataset, tmp_path):
         np.testing.assert_array_equal(a.v[name], b.v[name])
 
 
-def test_command_line_train_sample_eval(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("impl", list(transformer.TIERS))
+def test_command_line_train_sample_eval(tmp_path, capsys, monkeypatch, impl):
     if not os.environ.get("TINYSHAKESPEARE"):
         monkeypatch.setenv("TINYSHAKESPEARE", str(REPO_DATA))
-    rc = transformer.main(
-        [
-            "--steps",
-            "3",
-            "--eval-interval",
-            "2",
-            "--eval-iters",
-            "1",
-            "--final-eval-iters",
-            "2",
-            "--sample-tokens",
-            "20",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    assert rc == 0
+    args = ["--impl", impl, "--steps", "3", "--eval-interval", "2", "--eval-iters", "1", "--final-eval-iters", "2"]
+    assert transformer.main([*args, "--sample-tokens", "20", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "validation loss" in out and "unigram baseline" in out and "--- sample ---" in out
-    ckpt = tmp_path / "shakespeare-numpy.safetensors"
+    ckpt = tmp_path / f"shakespeare-{impl}.safetensors"
     assert ckpt.is_file()
-    assert transformer.main(["sample", "--ckpt", str(ckpt), "--tokens", "10", "--prompt", "ROMEO:"]) == 0
+    use = ["--impl", impl, "--ckpt", str(ckpt)]
+    assert transformer.main(["sample", *use, "--tokens", "10", "--prompt", "ROMEO:"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:")
-    assert transformer.main(["eval", "--ckpt", str(ckpt), "--iters", "2"]) == 0
+    assert transformer.main(["eval", *use, "--iters", "2"]) == 0
     assert "val loss" in capsys.readouterr().out
 
 
