@@ -97,15 +97,21 @@ static void embedding_forward(float *out, const int32_t *idx, const float *wte, 
 
 static void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *idx, int B,
                                int T, int C) {
-    // one thread: a token may appear many times, and its rows must add up in one fixed order
-    for (int b = 0; b < B; b++) {
-        for (int t = 0; t < T; t++) {
-            const float *dout_bt = dout + ((size_t)b * T + t) * C;
-            float *dwte_ix = dwte + (size_t)idx[b * T + t] * C;
-            float *dwpe_t = dwpe + (size_t)t * C;
-            for (int i = 0; i < C; i++) {
-                dwte_ix[i] += dout_bt[i];
-                dwpe_t[i] += dout_bt[i];
+    // a token may appear many times, and its rows must add up in one fixed order: the threads split
+    // the channels (fixed chunks), each adding every position's row in order
+    enum { CHUNK = 64 };
+#pragma omp parallel for if ((long)B * T * C > PARALLEL_MIN)
+    for (int i0 = 0; i0 < C; i0 += CHUNK) {
+        int i1 = C - i0 < CHUNK ? C : i0 + CHUNK;
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t < T; t++) {
+                const float *dout_bt = dout + ((size_t)b * T + t) * C;
+                float *dwte_ix = dwte + (size_t)idx[b * T + t] * C;
+                float *dwpe_t = dwpe + (size_t)t * C;
+                for (int i = i0; i < i1; i++) {
+                    dwte_ix[i] += dout_bt[i];
+                    dwpe_t[i] += dout_bt[i];
+                }
             }
         }
     }

@@ -208,8 +208,9 @@ static void pack_b(float *restrict dst, const float *restrict b, long rsb, long 
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-// c (MR, NR) [+]= a panel @ b panel, all of the tile in twelve registers
-static void kernel(int kc, const float *a, const float *b, float *c, long ldc, int accumulate) {
+// c (MR, NR) = start + a panel @ b panel, all of the tile in twelve registers, where start is c itself
+// (row0 NULL: accumulating) or the row row0 (NR floats: the bias, or zeros) repeated down the tile
+static void kernel(int kc, const float *a, const float *b, float *c, long ldc, const float *row0) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -249,17 +250,14 @@ static void kernel(int kc, const float *a, const float *b, float *c, long ldc, i
     __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     for (int i = 0; i < MR; i++) {
         float *ci = c + i * ldc;
-        if (accumulate) {
-            rows[i][0] = _mm256_add_ps(_mm256_loadu_ps(ci), rows[i][0]);
-            rows[i][1] = _mm256_add_ps(_mm256_loadu_ps(ci + 8), rows[i][1]);
-        }
-        _mm256_storeu_ps(ci, rows[i][0]);
-        _mm256_storeu_ps(ci + 8, rows[i][1]);
+        const float *start = row0 != NULL ? row0 : ci;
+        _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(start), rows[i][0]));
+        _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(start + 8), rows[i][1]));
     }
 }
 #else
 // portable: the same tile in an array the compiler can keep in vector registers
-static void kernel(int kc, const float *a, const float *b, float *c, long ldc, int accumulate) {
+static void kernel(int kc, const float *a, const float *b, float *c, long ldc, const float *row0) {
     float acc[MR][NR] = {{0.0f}};
     for (int k = 0; k < kc; k++) {
         for (int i = 0; i < MR; i++) {
@@ -270,25 +268,28 @@ static void kernel(int kc, const float *a, const float *b, float *c, long ldc, i
     }
     for (int i = 0; i < MR; i++) {
         for (int j = 0; j < NR; j++) {
-            c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+            c[i * ldc + j] = (row0 != NULL ? row0[j] : c[i * ldc + j]) + acc[i][j];
         }
     }
 }
 #endif
 
+static const float ZEROS[NR];  // the start of a tile that begins from nothing
+
 // one MR x NR tile of c, of which the top-left mr x nr lie inside c. An edge tile is computed whole
-// into a scratch tile and the valid part added: the same operations as a full tile, element by element.
+// into a scratch tile (from zeros) and the valid part added to its start: the same operations as a
+// full tile, element by element (0 + x is exactly x).
 static void tile(int kc, const float *ap, const float *bp, float *c, long ldc, int mr, int nr,
-                 int accumulate) {
+                 const float *row0) {
     if (mr == MR && nr == NR) {
-        kernel(kc, ap, bp, c, ldc, accumulate);
+        kernel(kc, ap, bp, c, ldc, row0);
         return;
     }
     float t[MR * NR];
-    kernel(kc, ap, bp, t, NR, 0);
+    kernel(kc, ap, bp, t, NR, ZEROS);
     for (int i = 0; i < mr; i++) {
         for (int j = 0; j < nr; j++) {
-            c[i * ldc + j] = accumulate ? c[i * ldc + j] + t[i * NR + j] : t[i * NR + j];
+            c[i * ldc + j] = (row0 != NULL ? row0[j] : c[i * ldc + j]) + t[i * NR + j];
         }
     }
 }
@@ -296,13 +297,13 @@ static void tile(int kc, const float *ap, const float *bp, float *c, long ldc, i
 // The blocked loops over one rectangle of c, with its own packing buffers. For each KC x NC block of B
 // (packed once), for each MC x KC block of A (packed once), every MR x NR tile of the block.
 static void gemm_blocked(int M, int N, int K, const float *a, long rsa, long csa, const float *b,
-                         long rsb, long csb, float *c, long ldc, int accumulate, float *apack,
-                         float *bpack) {
+                         long rsb, long csb, float *c, long ldc, int accumulate, const float *bias,
+                         float *apack, float *bpack) {
     for (int jc = 0; jc < N; jc += NC) {
         int nc = imin(NC, N - jc);
         for (int pc = 0; pc < K; pc += KC) {
             int kc = imin(KC, K - pc);
-            int acc = accumulate || pc > 0;  // the first block overwrites unless accumulating
+            int acc = accumulate || pc > 0;  // the first block starts from the bias (or 0) unless accumulating
             for (int jr = 0; jr < nc; jr += NR) {
                 pack_b(bpack + (size_t)jr * kc, b + pc * rsb + (jc + jr) * csb, rsb, csb,
                        imin(NR, nc - jr), kc);
@@ -315,9 +316,10 @@ static void gemm_blocked(int M, int N, int K, const float *a, long rsa, long csa
                 }
                 // the B panel (KC x NR) stays in L1 while the A panels stream past it from L2
                 for (int jr = 0; jr < nc; jr += NR) {
+                    const float *row0 = acc ? NULL : bias != NULL ? bias + jc + jr : ZEROS;
                     for (int ir = 0; ir < mc; ir += MR) {
                         tile(kc, apack + (size_t)ir * kc, bpack + (size_t)jr * kc,
-                             c + (ic + ir) * ldc + jc + jr, ldc, imin(MR, mc - ir), imin(NR, nc - jr), acc);
+                             c + (ic + ir) * ldc + jc + jr, ldc, imin(MR, mc - ir), imin(NR, nc - jr), row0);
                     }
                 }
             }
@@ -327,12 +329,13 @@ static void gemm_blocked(int M, int N, int K, const float *a, long rsa, long csa
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
-int gemm(int M, int N, int K, const float *a, long rsa, long csa, const float *b, long rsb, long csb,
-         float *c, long ldc, int accumulate) {
+// gemm, where an overwritten c starts from bias (N floats, one per column; NULL: from 0)
+static int gemm_bias(int M, int N, int K, const float *a, long rsa, long csa, const float *b, long rsb,
+                     long csb, float *c, long ldc, int accumulate, const float *bias) {
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0) {  // an empty sum
-        if (!accumulate) {
-            for (int i = 0; i < M; i++) memset(c + i * ldc, 0, N * sizeof(float));
+        for (int i = 0; i < M && !accumulate; i++) {
+            for (int j = 0; j < N; j++) c[i * ldc + j] = bias != NULL ? bias[j] : 0.0f;
         }
         return 0;
     }
@@ -375,12 +378,18 @@ int gemm(int M, int N, int K, const float *a, long rsa, long csa, const float *b
             float *apack = buf + (size_t)id * (asize + bsize), *bpack = apack + asize;
             if (i0 < i1 && j0 < j1) {
                 gemm_blocked(i1 - i0, j1 - j0, K, a + i0 * rsa, rsa, csa, b + j0 * csb, rsb, csb,
-                             c + i0 * ldc + j0, ldc, accumulate, apack, bpack);
+                             c + i0 * ldc + j0, ldc, accumulate, bias != NULL ? bias + j0 : NULL, apack,
+                             bpack);
             }
         }
     }
     if (buf != local) free(buf);
     return 0;
+}
+
+int gemm(int M, int N, int K, const float *a, long rsa, long csa, const float *b, long rsb, long csb,
+         float *c, long ldc, int accumulate) {
+    return gemm_bias(M, N, K, a, rsa, csa, b, rsb, csb, c, ldc, accumulate, NULL);
 }
 
 // ----------------------------------------------------------------------------------------------------
@@ -404,14 +413,9 @@ static void column_sum(float *dbias, const float *dout, int N, int OC) {
 
 int matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C,
                    int OC) {
-    // out (N, OC) = inp (N, C) @ weight (C, OC) + bias: start every row from the bias (as the naive loop
-    // does) and accumulate the product onto it
-    if (bias == NULL) {
-        return gemm(N, OC, C, inp, C, 1, weight, OC, 1, out, OC, 0);
-    }
-#pragma omp parallel for if ((long)N * OC > 65536)
-    for (int n = 0; n < N; n++) memcpy(out + (long)n * OC, bias, OC * sizeof(float));
-    return gemm(N, OC, C, inp, C, 1, weight, OC, 1, out, OC, 1);
+    // out (N, OC) = inp (N, C) @ weight (C, OC) + bias: every row starts from the bias (as the naive
+    // loop does), added as each tile of out is first written
+    return gemm_bias(N, OC, C, inp, C, 1, weight, OC, 1, out, OC, 0, bias);
 }
 
 int matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
