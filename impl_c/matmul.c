@@ -303,7 +303,7 @@ static void gemm_blocked(int M, int N, int K, const float *a, long rsa, long csa
         int nc = imin(NC, N - jc);
         for (int pc = 0; pc < K; pc += KC) {
             int kc = imin(KC, K - pc);
-            int acc = accumulate || pc > 0;  // the first block starts from the bias (or 0) unless accumulating
+            int acc = accumulate || pc > 0;  // else the first block starts from the bias (or 0)
             for (int jr = 0; jr < nc; jr += NR) {
                 pack_b(bpack + (size_t)jr * kc, b + pc * rsb + (jc + jr) * csb, rsb, csb,
                        imin(NR, nc - jr), kc);
