@@ -1,0 +1,249 @@
+# The tinygrad tier's model object: holds the weights and the AdamW state as tinygrad Tensors on
+# tinygrad's default device, and offers the spec's tier interface (shared/tier.py) over the functions
+# in model.py and optim.py.
+#
+# Compiling is what costs in tinygrad (seconds for every graph of a new shape), so every graph that is
+# run more than once is captured with TinyJit and replayed, and shapes are kept few: every graph runs
+# on (B, block_size), shorter inputs padded with token 0 and target -1. Padding changes no result: causal
+# attention keeps position t blind to the positions after it, and the padded positions are not counted
+# in the loss, so their gradient is exactly zero. The decode step runs on (B, 1) with a cache of
+# block_size slots. So a model compiles at most five graphs per batch size (forward, backward,
+# activations, prefill, decode step) and one optimizer step.
+import os
+import shutil
+
+import numpy as np
+from tinygrad import Device, Tensor, TinyJit, dtypes
+
+from impl_tinygrad.model import cross_entropy, gpt, new_cache
+from impl_tinygrad.optim import adamw_scalars, adamw_step, clip_grad_norm
+from shared.checkpoint import OptimizerState, load_model, save_checkpoint
+from shared.checks import (
+    check_generate_args,
+    check_grads,
+    check_idx,
+    check_lr,
+    check_n_prefill,
+    check_targets,
+)
+from shared.config import GPTConfig
+from shared.errors import InputError
+from shared.params import check_state_dict, param_shapes
+from shared.sampling import generate_tokens
+from shared.schedule import AdamWConfig
+
+NO_CLANG = (
+    "tinygrad's CPU backend compiles its kernels with clang, which is not installed "
+    "(install it with `apt-get install -y clang`, or pick another device with DEV=...)"
+)
+
+
+def default_device() -> str:
+    # tinygrad's choice of device. Without clang its CPU backend either finds "no usable devices" or,
+    # with a warm kernel cache, fails at the first new kernel: say what is missing instead.
+    clang = shutil.which(os.environ.get("CC", "clang"))
+    try:
+        device = Device.DEFAULT
+        compiler = type(Device[device].compiler).__name__
+    except RuntimeError as e:
+        if clang is None:
+            raise RuntimeError(NO_CLANG) from e
+        raise
+    if compiler == "ClangCompiler" and clang is None:
+        raise RuntimeError(NO_CLANG)
+    return device
+
+
+class GPT:
+    def __init__(self, config: GPTConfig, state: dict, dtype=np.float32, adamw: AdamWConfig | None = None):
+        check_state_dict(config, state)
+        if np.dtype(dtype) != np.float32:
+            raise InputError(f"the tinygrad tier computes in float32, not {np.dtype(dtype)}")
+        self.config = config
+        self.dtype = np.dtype(np.float32)
+        self.adamw = adamw or AdamWConfig()
+        self.device = default_device()
+        # one Tensor per canonical name, in canonical order, each its own buffer: a layer's kernels
+        # are then the same for every layer, and compile once. Updated in place (assign), never
+        # replaced, because the compiled graphs hold their buffers.
+        self.params = {n: self._put(state[n]) for n in param_shapes(config)}
+        self._grads = {n: self._zeros(p.shape) for n, p in self.params.items()}
+        self.m = {n: self._zeros(p.shape) for n, p in self.params.items()}
+        self.v = {n: self._zeros(p.shape) for n, p in self.params.items()}
+        Tensor.realize(*self.params.values(), *self._grads.values(), *self.m.values(), *self.v.values())
+        self.step = 0
+        self._adamw = TinyJit(self._adamw_fn)
+        self._jit = {}  # (graph, B) -> TinyJit
+        self._caches = {}  # B -> the KV cache for batch B
+
+    # ---- host <-> device ----
+    # unrealized: realizing many tensors in one call is one schedule, not one each
+    def _put(self, a) -> Tensor:
+        # a copy: a Tensor made from a numpy array reads that array's memory until it is realized
+        return Tensor(np.array(a, dtype=np.float32), device=self.device).contiguous()
+
+    def _zeros(self, shape) -> Tensor:
+        return Tensor.zeros(*shape, dtype=dtypes.float32, device=self.device).contiguous()
+
+    def _ints(self, a, fill=0) -> Tensor:
+        # token ids (fill 0) or targets (fill -1) as int32, padded to block_size positions
+        out = np.full((a.shape[0], self.config.block_size), fill, dtype=np.int32)
+        out[:, : a.shape[1]] = a
+        return Tensor(out, device=self.device)
+
+    def _compiled(self, fn, B):
+        # one TinyJit per graph and batch size: its first call runs the graph (compiling every new
+        # kernel), the second captures it, the later ones replay the captured kernels
+        if (fn.__name__, B) not in self._jit:
+            self._jit[fn.__name__, B] = TinyJit(fn)
+        return self._jit[fn.__name__, B]
+
+    # ---- the compiled graphs ----
+    def _forward_fn(self, idx, targets):
+        logits = gpt(self.params, idx, self.config)
+        loss = cross_entropy(logits, targets)
+        return logits.realize(loss), loss
+
+    def _backward_fn(self, idx, targets):
+        loss = cross_entropy(gpt(self.params, idx, self.config), targets)
+        for g, d in zip(self._grads.values(), loss.gradient(*self.params.values())):
+            g.assign(d)
+        return loss.realize(*self._grads.values())
+
+    def _adamw_fn(self, scalars):
+        grads = dict(self._grads)
+        if self.adamw.grad_clip is not None:
+            clip_grad_norm(grads, self.adamw.grad_clip)
+        adamw_step(self.params, grads, self.m, self.v, scalars, self.adamw)
+        Tensor.realize(*self.params.values(), *self.m.values(), *self.v.values())
+
+    def _prefill_fn(self, idx):
+        cache = self._caches[idx.shape[0]]
+        logits = gpt(self.params, idx, self.config, cache)
+        return logits.realize(*[t for c in cache for t in c.values()])
+
+    def _step_fn(self, tokens, pos):
+        cache = self._caches[tokens.shape[0]]
+        logits = gpt(self.params, tokens, self.config, cache, pos)
+        return logits.realize(*[t for c in cache for t in c.values()])
+
+    # ---- the tier interface ----
+    def forward(self, idx, targets=None):
+        idx = check_idx(idx, self.config)
+        if targets is not None:
+            targets = check_targets(targets, idx, self.config)
+        B, T = idx.shape
+        run = self._compiled(self._forward_fn, B)
+        # without targets any valid ones will do: the loss is dropped
+        counted = np.zeros_like(idx) if targets is None else targets
+        logits, loss = run(self._ints(idx), self._ints(counted, fill=-1))
+        return logits.numpy()[:, :T].copy(), (None if targets is None else float(loss.item()))
+
+    def backward(self, idx, targets):
+        idx = check_idx(idx, self.config)
+        targets = check_targets(targets, idx, self.config)
+        run = self._compiled(self._backward_fn, idx.shape[0])
+        return float(run(self._ints(idx), self._ints(targets, fill=-1)).item())
+
+    def grads(self, idx, targets):
+        loss = self.backward(idx, targets)
+        return loss, {n: g.numpy().copy() for n, g in self._grads.items()}
+
+    def train_step(self, idx, targets, lr):
+        check_lr(lr)
+        loss = self.backward(idx, targets)
+        self._update(lr)
+        return loss
+
+    def apply_grads(self, grads, lr):
+        check_grads(grads, self.config)
+        check_lr(lr)
+        for n, g in self._grads.items():
+            g.assign(self._put(grads[n]))
+        Tensor.realize(*self._grads.values())
+        self._update(lr)
+
+    def _update(self, lr):
+        self.step += 1
+        self._adamw(adamw_scalars(self.step, lr, self.adamw, self.device))
+
+    def state_dict(self):
+        return {n: p.numpy().copy() for n, p in self.params.items()}
+
+    def optimizer_state(self) -> OptimizerState:
+        m = {n: a.numpy().copy() for n, a in self.m.items()}
+        v = {n: a.numpy().copy() for n, a in self.v.items()}
+        return OptimizerState(self.step, m, v, self.adamw)
+
+    def load_optimizer_state(self, opt: OptimizerState):
+        self.step = opt.step
+        for n in self.params:
+            self.m[n].assign(self._put(opt.m[n]))
+            self.v[n].assign(self._put(opt.v[n]))
+        Tensor.realize(*self.m.values(), *self.v.values())
+
+    def save(self, path, metadata=None):
+        opt = self.optimizer_state() if self.step > 0 else None
+        save_checkpoint(path, self.config, self.state_dict(), opt, metadata)
+
+    def activations(self, idx):
+        idx = check_idx(idx, self.config)
+        acts = {}
+        gpt(self.params, self._ints(idx), self.config, acts=acts)
+        Tensor.realize(*acts.values())
+        T = idx.shape[1]  # the padding cut off: att is (B, NH, T, T), the others (B, T, ...)
+        return {
+            n: (t.numpy()[:, :, :T, :T] if n.endswith(".att") else t.numpy()[:, :T]).copy()
+            for n, t in acts.items()
+        }
+
+    # ---- the KV cache ----
+    def _prefill(self, window) -> np.ndarray:
+        # empties the cache and runs the window through it; returns the logits of the window's positions
+        B, T = window.shape
+        if B not in self._caches:
+            self._caches[B] = new_cache(self.config, B, self.device)
+        run = self._compiled(self._prefill_fn, B)
+        return run(self._ints(window)).numpy()[:, :T].copy()
+
+    def _step(self, tokens, pos: int) -> np.ndarray:
+        # tokens (B,) at position pos, one position further through the cache -> logits (B, V)
+        run = self._compiled(self._step_fn, tokens.shape[0])
+        tokens = Tensor(np.array(tokens[:, None], dtype=np.int32), device=self.device)
+        pos = Tensor(np.array([pos], dtype=np.int32), device=self.device)
+        return run(tokens, pos).numpy()[:, 0].copy()
+
+    def decode(self, idx, n_prefill=1):
+        idx = check_idx(idx, self.config)
+        check_n_prefill(n_prefill, idx.shape[1])
+        logits = [self._prefill(idx[:, :n_prefill])]
+        for t in range(n_prefill, idx.shape[1]):
+            logits.append(self._step(idx[:, t], t)[:, None])
+        return np.concatenate(logits, axis=1)
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=0):
+        idx = check_idx(idx, self.config)
+        check_generate_args(max_new_tokens, temperature, top_k, self.config)
+        pos = 0  # the position the next token goes to
+
+        def prefill(window):
+            nonlocal pos
+            pos = window.shape[1]
+            return self._prefill(window)[:, -1]
+
+        def step(tokens):
+            nonlocal pos
+            pos += 1
+            return self._step(tokens, pos - 1)
+
+        return generate_tokens(
+            idx, max_new_tokens, self.config.block_size, prefill, step, temperature, top_k, seed
+        )
+
+
+def from_state_dict(config, state, dtype=np.float32, adamw=None) -> GPT:
+    return GPT(config, state, dtype, adamw)
+
+
+def load(path, dtype=np.float32, adamw=None) -> GPT:
+    return load_model(GPT, path, dtype, adamw)
