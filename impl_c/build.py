@@ -11,7 +11,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SOURCES = ["gpt.c", "matmul.c", "safetensors.c"]  # the library; the programs and tests are in the Makefile
 HEADERS = ["gpt.h", "matmul.h", "safetensors.h"]
-BASE_FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp"]
+BASE_FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno"]  # as the Makefile
 
 
 class BuildError(RuntimeError):
