@@ -28,7 +28,7 @@ from shared.checks import (
 )
 from shared.config import GPTConfig
 from shared.errors import InputError
-from shared.params import check_state_dict, param_shapes
+from shared.params import check_state_dict, is_decayed, num_params, param_shapes
 from shared.sampling import generate_tokens
 from shared.schedule import AdamWConfig
 
@@ -54,6 +54,15 @@ def default_device() -> str:
     return device
 
 
+def capture_at_once(fn) -> TinyJit:
+    # TinyJit runs a function once as it is, captures its kernels on the second call and replays them
+    # from the third. Our graphs do nothing on a first call that must not be replayed, so they are
+    # captured on the first: kernels are then compiled once, for the captured graph, not twice.
+    jit = TinyJit(fn)
+    jit.cnt = 1
+    return jit
+
+
 class GPT:
     def __init__(self, config: GPTConfig, state: dict, dtype=np.float32, adamw: AdamWConfig | None = None):
         check_state_dict(config, state)
@@ -63,27 +72,52 @@ class GPT:
         self.dtype = np.dtype(np.float32)
         self.adamw = adamw or AdamWConfig()
         self.device = default_device()
-        # one Tensor per canonical name, in canonical order, each its own buffer: a layer's kernels
-        # are then the same for every layer, and compile once. Updated in place (assign), never
-        # replaced, because the compiled graphs hold their buffers.
-        self.params = {n: self._put(state[n]) for n in param_shapes(config)}
-        self._grads = {n: self._zeros(p.shape) for n, p in self.params.items()}
-        self.m = {n: self._zeros(p.shape) for n, p in self.params.items()}
-        self.v = {n: self._zeros(p.shape) for n, p in self.params.items()}
-        Tensor.realize(*self.params.values(), *self._grads.values(), *self.m.values(), *self.v.values())
+        # The parameters, their gradients and the AdamW moments are each one flat buffer in canonical
+        # order (as in the C tier), so the optimizer is a handful of kernels. The model reads the
+        # parameters, and writes the gradients, through one buffer view per canonical name (memory
+        # shared, no copy): a kernel that reads a view at an offset is the same kernel for every
+        # layer, and compiles once. All are updated in place (assign), never replaced: the compiled
+        # graphs hold their buffers.
+        self._shapes = param_shapes(config)
+        self._p = self._put(self._flat(state))
+        self._g, self._m, self._v = (self._zeros() for _ in range(3))
+        Tensor.realize(self._p, self._g, self._m, self._v)
+        self.params, self._grads = self._views(self._p), self._views(self._g)
+        decayed = [np.full(int(np.prod(s)), is_decayed(n, s)) for n, s in self._shapes.items()]
+        self._decayed = Tensor(np.concatenate(decayed), device=self.device).realize()
         self.step = 0
-        self._adamw = TinyJit(self._adamw_fn)
+        self._adamw = capture_at_once(self._adamw_fn)
         self._jit = {}  # (graph, B) -> TinyJit
         self._caches = {}  # B -> the KV cache for batch B
 
     # ---- host <-> device ----
-    # unrealized: realizing many tensors in one call is one schedule, not one each
-    def _put(self, a) -> Tensor:
+    def _flat(self, tensors: dict) -> np.ndarray:
+        return np.concatenate([np.asarray(tensors[n], dtype=np.float32).reshape(-1) for n in self._shapes])
+
+    def _split(self, flat: Tensor) -> dict:
+        a, out, offset = flat.numpy(), {}, 0
+        for name, shape in self._shapes.items():
+            size = int(np.prod(shape))
+            out[name] = a[offset : offset + size].reshape(shape).copy()
+            offset += size
+        return out
+
+    def _views(self, flat: Tensor) -> dict:
+        # realizing a contiguous slice of a buffer makes a view of that buffer, not a copy
+        out, offset = {}, 0
+        for name, shape in self._shapes.items():
+            size = int(np.prod(shape))
+            out[name] = flat[offset : offset + size].reshape(shape).contiguous()
+            offset += size
+        Tensor.realize(*out.values())
+        return out
+
+    def _put(self, a: np.ndarray) -> Tensor:
         # a copy: a Tensor made from a numpy array reads that array's memory until it is realized
         return Tensor(np.array(a, dtype=np.float32), device=self.device).contiguous()
 
-    def _zeros(self, shape) -> Tensor:
-        return Tensor.zeros(*shape, dtype=dtypes.float32, device=self.device).contiguous()
+    def _zeros(self) -> Tensor:
+        return Tensor.zeros(num_params(self.config), dtype=dtypes.float32, device=self.device).contiguous()
 
     def _ints(self, a, fill=0) -> Tensor:
         # token ids (fill 0) or targets (fill -1) as int32, padded to block_size positions
@@ -92,10 +126,9 @@ class GPT:
         return Tensor(out, device=self.device)
 
     def _compiled(self, fn, B):
-        # one TinyJit per graph and batch size: its first call runs the graph (compiling every new
-        # kernel), the second captures it, the later ones replay the captured kernels
+        # one compiled graph per function and batch size
         if (fn.__name__, B) not in self._jit:
-            self._jit[fn.__name__, B] = TinyJit(fn)
+            self._jit[fn.__name__, B] = capture_at_once(fn)
         return self._jit[fn.__name__, B]
 
     # ---- the compiled graphs ----
@@ -111,11 +144,9 @@ class GPT:
         return loss.realize(*self._grads.values())
 
     def _adamw_fn(self, scalars):
-        grads = dict(self._grads)
-        if self.adamw.grad_clip is not None:
-            clip_grad_norm(grads, self.adamw.grad_clip)
-        adamw_step(self.params, grads, self.m, self.v, scalars, self.adamw)
-        Tensor.realize(*self.params.values(), *self.m.values(), *self.v.values())
+        g = self._g if self.adamw.grad_clip is None else clip_grad_norm(self._g, self.adamw.grad_clip)
+        adamw_step(self._p, g, self._m, self._v, self._decayed, scalars, self.adamw)
+        Tensor.realize(self._p, self._m, self._v)
 
     def _prefill_fn(self, idx):
         cache = self._caches[idx.shape[0]]
@@ -147,7 +178,7 @@ class GPT:
 
     def grads(self, idx, targets):
         loss = self.backward(idx, targets)
-        return loss, {n: g.numpy().copy() for n, g in self._grads.items()}
+        return loss, self._split(self._g)
 
     def train_step(self, idx, targets, lr):
         check_lr(lr)
@@ -158,9 +189,7 @@ class GPT:
     def apply_grads(self, grads, lr):
         check_grads(grads, self.config)
         check_lr(lr)
-        for n, g in self._grads.items():
-            g.assign(self._put(grads[n]))
-        Tensor.realize(*self._grads.values())
+        self._g.assign(self._put(self._flat(grads))).realize()
         self._update(lr)
 
     def _update(self, lr):
@@ -168,19 +197,16 @@ class GPT:
         self._adamw(adamw_scalars(self.step, lr, self.adamw, self.device))
 
     def state_dict(self):
-        return {n: p.numpy().copy() for n, p in self.params.items()}
+        return self._split(self._p)
 
     def optimizer_state(self) -> OptimizerState:
-        m = {n: a.numpy().copy() for n, a in self.m.items()}
-        v = {n: a.numpy().copy() for n, a in self.v.items()}
-        return OptimizerState(self.step, m, v, self.adamw)
+        return OptimizerState(self.step, self._split(self._m), self._split(self._v), self.adamw)
 
     def load_optimizer_state(self, opt: OptimizerState):
         self.step = opt.step
-        for n in self.params:
-            self.m[n].assign(self._put(opt.m[n]))
-            self.v[n].assign(self._put(opt.v[n]))
-        Tensor.realize(*self.m.values(), *self.v.values())
+        Tensor.realize(
+            self._m.assign(self._put(self._flat(opt.m))), self._v.assign(self._put(self._flat(opt.v)))
+        )
 
     def save(self, path, metadata=None):
         opt = self.optimizer_state() if self.step > 0 else None

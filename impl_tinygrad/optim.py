@@ -1,24 +1,23 @@
-# SPEC.md "AdamW": global-norm clipping, then PyTorch's AdamW update, on tinygrad Tensors in place.
+# SPEC.md "AdamW": global-norm clipping, then PyTorch's AdamW update, on tinygrad Tensors.
 # tinygrad's own nn.optim.AdamW is not used: it decays every parameter it is given and has no clipping.
-# These functions run inside one compiled step, so what changes from step to step arrives as a
-# Tensor: a Python number would be baked into the kernels. Each assign is a kernel, so every tensor is
-# assigned once, a whole expression, where impl_numpy updates in place step by step.
+# The parameters, gradients and moments are each one flat buffer in canonical order, so the whole
+# update is a handful of kernels, where a loop over the parameters would be several per parameter (in
+# tinygrad every kernel costs compile time once and launch time at every step). These functions run
+# inside one compiled step, so what changes from step to step arrives as a Tensor: a Python number
+# would be baked into the kernels.
 import math
 
 from tinygrad import Tensor, dtypes
 
-from shared.params import is_decayed
 
-
-def clip_grad_norm(grads: dict, max_norm: float) -> Tensor:
-    # one L2 norm over every gradient; scale all of them if it exceeds max_norm (torch's formula).
-    # The scaled gradients replace the dict's entries unrealized, to be fused into the update.
-    # summed by rows, then the rows: float32 sums of thousands of terms in one loop lose digits
-    norm = sum((g * g).sum(-1).sum() for g in grads.values()).sqrt()
-    coef = (max_norm / (norm + 1e-6)).contiguous()  # stored, not recomputed in every update kernel
-    for name, g in grads.items():
-        grads[name] = g * coef.minimum(1.0)  # no branch in a compiled step: a coefficient of 1 keeps g
-    return norm
+def clip_grad_norm(g: Tensor, max_norm: float) -> Tensor:
+    # one L2 norm over every gradient (g holds them all); returns g scaled if the norm exceeds max_norm
+    # (torch's formula), unrealized, to be fused into the update. The squares are summed in rows of
+    # 1024, then the rows: one float32 loop over 10^5..10^8 terms would lose digits.
+    rows = g.pad((0, -g.shape[0] % 1024)).reshape(-1, 1024)
+    norm = (rows * rows).sum(-1).sum().sqrt()
+    coef = (max_norm / (norm + 1e-6)).minimum(1.0)  # no branch in a compiled step: 1 keeps g as it is
+    return g * coef.contiguous()  # the coefficient stored once, not recomputed by every kernel
 
 
 def adamw_scalars(t: int, lr: float, cfg, device=None) -> Tensor:
@@ -31,13 +30,12 @@ def adamw_scalars(t: int, lr: float, cfg, device=None) -> Tensor:
     )
 
 
-def adamw_step(params, grads, m, v, scalars, cfg):
-    # scalars from adamw_scalars; every dict is keyed by canonical name
+def adamw_step(params, grads, m, v, decayed, scalars, cfg):
+    # params, m, v: flat buffers, updated in place; grads: flat; decayed: True on the elements of the
+    # 2-D parameters (shared/params.py is_decayed); scalars from adamw_scalars
     decay, step_size, sqrt_bc2 = scalars[0], scalars[1], scalars[2]
-    for name, p in params.items():
-        g = grads[name]
-        m[name].assign(cfg.beta1 * m[name] + (1.0 - cfg.beta1) * g)
-        v[name].assign(cfg.beta2 * v[name] + (1.0 - cfg.beta2) * (g * g))
-        denom = v[name].sqrt() / sqrt_bc2 + cfg.eps  # eps outside the square root
-        decayed = p * decay if is_decayed(name, p.shape) else p  # decoupled decay, before the update
-        p.assign(decayed - step_size * m[name] / denom)
+    p = decayed.where(params * decay, params)  # decoupled decay, before the update
+    m.assign(cfg.beta1 * m + (1.0 - cfg.beta1) * grads)
+    v.assign(cfg.beta2 * v + (1.0 - cfg.beta2) * (grads * grads))
+    denom = v.sqrt() / sqrt_bc2 + cfg.eps  # eps outside the square root
+    params.assign(p - step_size * m / denom)
