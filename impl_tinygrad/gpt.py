@@ -13,7 +13,7 @@ import os
 import shutil
 
 import numpy as np
-from tinygrad import Device, Tensor, TinyJit, dtypes
+from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 
 from impl_tinygrad.model import cross_entropy, gpt, new_cache
 from impl_tinygrad.optim import adamw_scalars, adamw_step, clip_grad_norm
@@ -54,13 +54,20 @@ def default_device() -> str:
     return device
 
 
-def capture_at_once(fn) -> TinyJit:
-    # TinyJit runs a function once as it is, captures its kernels on the second call and replays them
-    # from the third. Our graphs do nothing on a first call that must not be replayed, so they are
-    # captured on the first: kernels are then compiled once, for the captured graph, not twice.
+def compiled(fn):
+    # fn captured by TinyJit and replayed. TinyJit runs a function once as it is, captures its kernels
+    # on the second call and replays them from the third; our graphs do nothing on a first call that
+    # must not be replayed, so they are captured at once and their kernels compiled once, not twice.
+    # Without tinygrad's memory planner: it packs a graph's intermediate buffers into one arena, and a
+    # kernel that reads the arena at an offset is a kernel of its own, so each layer compiled its own.
     jit = TinyJit(fn)
     jit.cnt = 1
-    return jit
+
+    def run(*args):
+        with Context(NO_MEMORY_PLANNER=1):
+            return jit(*args)
+
+    return run
 
 
 class GPT:
@@ -75,9 +82,9 @@ class GPT:
         # The parameters, their gradients and the AdamW moments are each one flat buffer in canonical
         # order (as in the C tier), so the optimizer is a handful of kernels. The model reads the
         # parameters, and writes the gradients, through one buffer view per canonical name (memory
-        # shared, no copy): a kernel that reads a view at an offset is the same kernel for every
-        # layer, and compiles once. All are updated in place (assign), never replaced: the compiled
-        # graphs hold their buffers.
+        # shared, no copy): to a kernel a view is a buffer of its own, so a layer's kernels are the
+        # same for every layer and compile once. All are updated in place (assign), never replaced:
+        # the compiled graphs hold their buffers.
         self._shapes = param_shapes(config)
         self._p = self._put(self._flat(state))
         self._g, self._m, self._v = (self._zeros() for _ in range(3))
@@ -86,8 +93,8 @@ class GPT:
         decayed = [np.full(int(np.prod(s)), is_decayed(n, s)) for n, s in self._shapes.items()]
         self._decayed = Tensor(np.concatenate(decayed), device=self.device).realize()
         self.step = 0
-        self._adamw = capture_at_once(self._adamw_fn)
-        self._jit = {}  # (graph, B) -> TinyJit
+        self._adamw = compiled(self._adamw_fn)
+        self._jit = {}  # (graph, B) -> compiled graph
         self._caches = {}  # B -> the KV cache for batch B
 
     # ---- host <-> device ----
@@ -103,13 +110,16 @@ class GPT:
         return out
 
     def _views(self, flat: Tensor) -> dict:
-        # realizing a contiguous slice of a buffer makes a view of that buffer, not a copy
+        # realizing a contiguous slice of a buffer makes a view of that buffer, not a copy; a copy
+        # would leave the model reading parameters the optimizer never updates, so it is checked
         out, offset = {}, 0
         for name, shape in self._shapes.items():
             size = int(np.prod(shape))
             out[name] = flat[offset : offset + size].reshape(shape).contiguous()
             offset += size
         Tensor.realize(*out.values())
+        if not all(t.uop.buffer.base is flat.uop.buffer for t in out.values()):
+            raise RuntimeError("tinygrad copied a parameter view instead of sharing the flat buffer")
         return out
 
     def _put(self, a: np.ndarray) -> Tensor:
@@ -128,7 +138,7 @@ class GPT:
     def _compiled(self, fn, B):
         # one compiled graph per function and batch size
         if (fn.__name__, B) not in self._jit:
-            self._jit[fn.__name__, B] = capture_at_once(fn)
+            self._jit[fn.__name__, B] = compiled(fn)
         return self._jit[fn.__name__, B]
 
     # ---- the compiled graphs ----
