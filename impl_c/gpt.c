@@ -1,7 +1,10 @@
 // GPT-2 in C, float32, per shared/SPEC.md, in the spirit of llm.c's train_gpt2.c: every layer is a
 // name_forward / name_backward pair (outputs first, then inputs, weights, dims); the forward keeps
 // what the backward needs (LayerNorm's mean and rstd, attention's weights after softmax); the backward
-// accumulates into gradients with += and is the forward read in reverse. The matmuls are in matmul.c.
+// is the forward read in reverse. A backward writes its inputs' gradients (=) and adds to its
+// parameters' gradients (+=, kept until gpt_zero_grad), except LayerNorm's, which adds its input's
+// gradient onto the residual stream's, where the skip path and the branch meet. The matmuls are in
+// matmul.c.
 //
 // Names follow the spec's vocabulary: parameter fields are the checkpoint names (gpt.h), activation
 // fields the named activations of shared/activations.py (emb, ln_1, attn_qkv, ...).
@@ -71,7 +74,7 @@ static inline float exp_fast(float x) {
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
-// p[0 .. n-1] = 0, on all threads (the backward zeroes a buffer before each += into it)
+// p[0 .. n-1] = 0, on all threads
 static void zero(float *p, size_t n) {
 #pragma omp parallel for simd if (n > PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) p[i] = 0.0f;
@@ -222,15 +225,15 @@ static int attention_head_forward(float *y, long ldy, float *att, const float *q
     return rc;
 }
 
-// the backward of one head (training: pos0 = 0, nk = T): dq, dk, dv += ..., rows ldd apart (they are
+// the backward of one head (training: pos0 = 0, nk = T): dq, dk, dv = ..., rows ldd apart (they are
 // slices of dqkv); datt (T, T) is scratch
 static int attention_head_backward(float *dq, float *dk, float *dv, long ldd, const float *dy, long ldy,
                                    const float *q, const float *k, const float *v, long ld,
                                    const float *att, int T, int HS, float *datt) {
     float scale = 1.0f / sqrtf((float)HS);
-    // y = att @ v:  datt = dy @ v^T,  dv += att^T @ dy
+    // y = att @ v:  datt = dy @ v^T,  dv = att^T @ dy
     int rc = gemm(T, T, HS, dy, ldy, 1, v, 1, ld, datt, T, 0);
-    rc |= gemm(T, HS, T, att, 1, T, dy, ldy, 1, dv, ldd, 1);
+    rc |= gemm(T, HS, T, att, 1, T, dy, ldy, 1, dv, ldd, 0);
     // softmax: dpreatt = att * (datt - sum(att * datt)), times the scale of preatt = q @ k^T * scale;
     // the masked entries have att = 0, so their dpreatt is 0
     for (int t = 0; t < T; t++) {
@@ -242,9 +245,9 @@ static int attention_head_backward(float *dq, float *dk, float *dv, long ldd, co
         float sf = (float)s;
         for (int t2 = 0; t2 < T; t2++) d[t2] = row[t2] * (d[t2] - sf) * scale;
     }
-    // preatt = q @ k^T:  dq += dpreatt @ k,  dk += dpreatt^T @ q
-    rc |= gemm(T, HS, T, datt, T, 1, k, ld, 1, dq, ldd, 1);
-    rc |= gemm(T, HS, T, datt, 1, T, q, ld, 1, dk, ldd, 1);
+    // preatt = q @ k^T:  dq = dpreatt @ k,  dk = dpreatt^T @ q
+    rc |= gemm(T, HS, T, datt, T, 1, k, ld, 1, dq, ldd, 0);
+    rc |= gemm(T, HS, T, datt, 1, T, q, ld, 1, dk, ldd, 0);
     return rc;
 }
 
@@ -344,6 +347,7 @@ NAIVE_TWIN static void attention_backward_naive(float *dqkv, const float *dout, 
                                                 const float *att, int B, int T, int C, int NH) {
     int HS = C / NH;
     float scale = 1.0f / sqrtf((float)HS);
+    memset(dqkv, 0, (size_t)B * T * 3 * C * sizeof(float));  // then += over queries
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < NH; h++) {
@@ -398,7 +402,7 @@ static void gelu_backward(float *dinp, const float *inp, const float *dout, size
         float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         float e = exp_fast(-2.0f * u);
         float s = 1.0f / (1.0f + e);
-        dinp[i] += (s + x * 2.0f * s * (e * s) * du) * dout[i];
+        dinp[i] = (s + x * 2.0f * s * (e * s) * du) * dout[i];
     }
 }
 
@@ -416,7 +420,7 @@ NAIVE_TWIN static void gelu_backward_naive(float *dinp, const float *inp, const 
         float u = GELU_SCALE * (x + 0.044715f * x * x * x);
         float th = tanhf(u), sech2 = 1.0f - th * th;
         float grad = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] += grad * dout[i];
+        dinp[i] = grad * dout[i];
     }
 }
 
@@ -429,8 +433,8 @@ static void residual_forward(float *out, const float *inp1, const float *inp2, s
 static void residual_backward(float *dinp1, float *dinp2, const float *dout, size_t N) {
 #pragma omp parallel for simd if (N > PARALLEL_MIN)
     for (size_t i = 0; i < N; i++) {
-        dinp1[i] += dout[i];
-        dinp2[i] += dout[i];
+        dinp1[i] = dout[i];
+        dinp2[i] = dout[i];
     }
 }
 
@@ -920,37 +924,28 @@ const float *gpt_activation(const GPT *m, int kind, int layer) {
 
 void gpt_zero_grad(GPT *m) { zero(m->grads_memory, m->num_params); }
 
-// the block's forward in reverse: dout is d loss / d res_2, dx += d loss / d x (the block's input)
+// the block's forward in reverse: dout is d loss / d res_2, dx = d loss / d x (the block's input)
 static int block_backward(float *dx, BlockTensors *g, const float *dout, BlockActs a, const float *x,
                           const BlockTensors *p, GradScratch *s, int B, int T, int C, int NH) {
     int N = B * T, rc = 0;
     size_t NC = (size_t)N * C;
     // res_2 = res_1 + mlp_out
-    zero(s->dres_1, NC);
-    zero(s->dmlp_out, NC);
     residual_backward(s->dres_1, s->dmlp_out, dout, NC);
     // mlp_out = mlp_gelu @ mlp.c_proj;  mlp_gelu = gelu(mlp_fc);  mlp_fc = ln_2 @ mlp.c_fc
-    zero(s->dmlp_gelu, 4 * NC);
     rc |= matmul_backward(s->dmlp_gelu, g->mlp_c_proj_w, g->mlp_c_proj_b, s->dmlp_out, a.mlp_gelu,
                           p->mlp_c_proj_w, N, 4 * C, C);
-    zero(s->dmlp_fc, 4 * NC);
     gelu_backward(s->dmlp_fc, a.mlp_fc, s->dmlp_gelu, 4 * NC);
-    zero(s->dln, NC);
     rc |= matmul_backward(s->dln, g->mlp_c_fc_w, g->mlp_c_fc_b, s->dmlp_fc, a.ln_2, p->mlp_c_fc_w, N, C,
                           4 * C);
     // ln_2 = LN(res_1)
     layernorm_backward(s->dres_1, g->ln_2_w, g->ln_2_b, s->dln, a.res_1, p->ln_2_w, a.ln_2_mean,
                        a.ln_2_rstd, N, C);
     // res_1 = x + attn_out
-    zero(s->dattn_out, NC);
     residual_backward(dx, s->dattn_out, s->dres_1, NC);
     // attn_out = attn_y @ attn.c_proj;  attn_y = attention(attn_qkv);  attn_qkv = ln_1 @ attn.c_attn
-    zero(s->dattn_y, NC);
     rc |= matmul_backward(s->dattn_y, g->attn_c_proj_w, g->attn_c_proj_b, s->dattn_out, a.attn_y,
                           p->attn_c_proj_w, N, C, C);
-    zero(s->dattn_qkv, 3 * NC);
     rc |= attention_backward(s->dattn_qkv, s->dattn_y, a.attn_qkv, a.attn_att, s->datt, B, T, C, NH);
-    zero(s->dln, NC);
     rc |= matmul_backward(s->dln, g->attn_c_attn_w, g->attn_c_attn_b, s->dattn_qkv, a.ln_1,
                           p->attn_c_attn_w, N, C, 3 * C);
     // ln_1 = LN(x)
@@ -976,9 +971,8 @@ int gpt_backward(GPT *m) {
     // the forward in reverse, starting from d loss / d loss = 1
     cross_entropy_backward(s->dlogits, a->logits, a->lse, m->targets, N, V, m->count);
     // logits = ln_f @ wte^T
-    zero(s->dln, NC);
     mm |= head_backward(s->dln, g->wte, s->dlogits, a->ln_f, m->params.wte, N, C, V);
-    // ln_f = LN(res_2 of the last block)
+    // ln_f = LN(res_2 of the last block); LayerNorm's backward adds to its input's gradient
     zero(s->dres, NC);
     const float *x_last = a->res_2 + (size_t)(L - 1) * NC;
     layernorm_backward(s->dres, g->ln_f_w, g->ln_f_b, s->dln, x_last, m->params.ln_f_w, a->ln_f_mean,
@@ -986,7 +980,6 @@ int gpt_backward(GPT *m) {
     for (int l = L - 1; l >= 0; l--) {
         // dres: d loss / d (block l's output); dres_prev receives d loss / d (its input)
         const float *x = l == 0 ? a->emb : a->res_2 + (size_t)(l - 1) * NC;
-        zero(s->dres_prev, NC);
         mm |= block_backward(s->dres_prev, &g->h[l], s->dres, block_acts(a, c, l, B, T), x,
                              &m->params.h[l], s, B, T, C, NH);
         float *t = s->dres;

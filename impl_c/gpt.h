@@ -2,8 +2,8 @@
 // Every layer is a name_forward / name_backward pair (gpt.c); the matmuls are in matmul.c, each fast
 // kernel beside its naive reference. No libraries beyond libc, libm and OpenMP.
 //
-// Conventions (llm.c's): outputs first, then inputs, weights, dims. Backward functions accumulate
-// into their gradient outputs with +=; zeroing is explicit (gpt_zero_grad). Results do not depend on
+// Conventions (llm.c's): outputs first, then inputs, weights, dims. The backward adds to the
+// parameters' gradients (+=); zeroing them is explicit (gpt_zero_grad). Results do not depend on
 // the number of threads: every reduction has one fixed order.
 #ifndef GPT_H
 #define GPT_H

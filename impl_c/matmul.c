@@ -66,7 +66,7 @@ void matmul_backward_naive(float *dinp, float *dweight, float *dbias, const floa
             for (int o = 0; o < OC; o++) {
                 sum += dout_n[o] * weight[(long)i * OC + o];
             }
-            dinp[(long)n * C + i] += sum;
+            dinp[(long)n * C + i] = sum;
             // dweight = inp^T @ dout
             for (int o = 0; o < OC; o++) {
                 dweight[(long)i * OC + o] += inp[(long)n * C + i] * dout_n[o];
@@ -95,6 +95,7 @@ void head_forward_naive(float *logits, const float *x, const float *wte, int N, 
 
 void head_backward_naive(float *dx, float *dwte, const float *dlogits, const float *x, const float *wte,
                          int N, int C, int V) {
+    memset(dx, 0, (size_t)N * C * sizeof(float));
     for (int n = 0; n < N; n++) {
         for (int v = 0; v < V; v++) {
             float d = dlogits[(long)n * V + v];
@@ -420,8 +421,8 @@ int matmul_forward(float *out, const float *inp, const float *weight, const floa
 
 int matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                     const float *weight, int N, int C, int OC) {
-    // dinp (N, C) += dout (N, OC) @ weight^T: B[k][j] = weight[j][k]
-    if (gemm(N, C, OC, dout, OC, 1, weight, 1, OC, dinp, C, 1) != 0) return -1;
+    // dinp (N, C) = dout (N, OC) @ weight^T: B[k][j] = weight[j][k]
+    if (gemm(N, C, OC, dout, OC, 1, weight, 1, OC, dinp, C, 0) != 0) return -1;
     // dweight (C, OC) += inp^T (C, N) @ dout (N, OC): A[i][k] = inp[k][i]
     if (gemm(C, OC, N, inp, 1, C, dout, OC, 1, dweight, OC, 1) != 0) return -1;
     if (dbias != NULL) column_sum(dbias, dout, N, OC);
@@ -435,8 +436,8 @@ int head_forward(float *logits, const float *x, const float *wte, int N, int C, 
 
 int head_backward(float *dx, float *dwte, const float *dlogits, const float *x, const float *wte, int N,
                   int C, int V) {
-    // dx (N, C) += dlogits (N, V) @ wte (V, C)
-    if (gemm(N, C, V, dlogits, V, 1, wte, C, 1, dx, C, 1) != 0) return -1;
+    // dx (N, C) = dlogits (N, V) @ wte (V, C)
+    if (gemm(N, C, V, dlogits, V, 1, wte, C, 1, dx, C, 0) != 0) return -1;
     // dwte (V, C) += dlogits^T (V, N) @ x (N, C): A[i][k] = dlogits[k][i]
     return gemm(V, C, N, dlogits, 1, V, x, C, 1, dwte, C, 1);
 }

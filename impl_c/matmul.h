@@ -14,8 +14,8 @@
 // out (N, OC) = inp (N, C) @ W (C, OC) + bias (OC); bias may be NULL
 int matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C,
                    int OC);
-// dinp (N, C) += dout @ W^T;  dweight (C, OC) += inp^T @ dout;  dbias (OC) += sum over rows of dout
-// (dbias may be NULL)
+// dinp (N, C) = dout @ W^T;  dweight (C, OC) += inp^T @ dout;  dbias (OC) += sum over rows of dout
+// (dbias may be NULL). The input's gradient is written, the parameters' gradients accumulated.
 int matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                     const float *weight, int N, int C, int OC);
 
@@ -23,7 +23,7 @@ int matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout
 
 // logits (N, V) = x (N, C) @ wte^T
 int head_forward(float *logits, const float *x, const float *wte, int N, int C, int V);
-// dx (N, C) += dlogits @ wte;  dwte (V, C) += dlogits^T @ x
+// dx (N, C) = dlogits @ wte;  dwte (V, C) += dlogits^T @ x
 int head_backward(float *dx, float *dwte, const float *dlogits, const float *x, const float *wte, int N,
                   int C, int V);
 

@@ -79,7 +79,7 @@ static void test_matmul(int N, int C, int OC) {
     double e = rel_err(out, out_ref, (size_t)N * OC);
     snprintf(what, sizeof(what), "matmul_forward N=%d C=%d OC=%d", N, C, OC);
     check(rc == 0 && e < MATMUL_TOL, what, "rel err %.1e", e);
-    // backward, accumulating onto random gradients (+= semantics)
+    // backward onto random gradients: dinp is overwritten, dweight and dbias accumulate (+=)
     float *dinp = randn((size_t)N * C, 1.0f), *dw = randn((size_t)C * OC, 1.0f), *db = randn(OC, 1.0f);
     float *dinp_ref = copy_of(dinp, (size_t)N * C), *dw_ref = copy_of(dw, (size_t)C * OC);
     float *db_ref = copy_of(db, OC);
