@@ -209,9 +209,11 @@ static void pack_b(float *restrict dst, const float *restrict b, long rsb, long 
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-// c (MR, NR) = start + a panel @ b panel, all of the tile in twelve registers, where start is c itself
-// (row0 NULL: accumulating) or the row row0 (NR floats: the bias, or zeros) repeated down the tile
-static void kernel(int kc, const float *a, const float *b, float *c, long ldc, const float *row0) {
+// c (MR, NR) = start + A @ b panel, all of the tile in twelve registers, where A[i][k] = a[i * ars +
+// k * aks] (a packed panel: ars 1, aks MR; or A itself, unpacked) and start is c itself (row0 NULL:
+// accumulating) or the row row0 (NR floats: the bias, or zeros) repeated down the tile
+static void kernel(int kc, const float *a, long ars, long aks, const float *b, float *c, long ldc,
+                   const float *row0) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -223,29 +225,30 @@ static void kernel(int kc, const float *a, const float *b, float *c, long ldc, c
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
     }
+    long r1 = ars, r2 = 2 * ars, r3 = 3 * ars, r4 = 4 * ars, r5 = 5 * ars;
     for (int k = 0; k < kc; k++) {
         __m256 b0 = _mm256_load_ps(b);
         __m256 b1 = _mm256_load_ps(b + 8);
         __m256 ai;
-        ai = _mm256_broadcast_ss(a + 0);
+        ai = _mm256_broadcast_ss(a);
         c00 = _mm256_fmadd_ps(ai, b0, c00);
         c01 = _mm256_fmadd_ps(ai, b1, c01);
-        ai = _mm256_broadcast_ss(a + 1);
+        ai = _mm256_broadcast_ss(a + r1);
         c10 = _mm256_fmadd_ps(ai, b0, c10);
         c11 = _mm256_fmadd_ps(ai, b1, c11);
-        ai = _mm256_broadcast_ss(a + 2);
+        ai = _mm256_broadcast_ss(a + r2);
         c20 = _mm256_fmadd_ps(ai, b0, c20);
         c21 = _mm256_fmadd_ps(ai, b1, c21);
-        ai = _mm256_broadcast_ss(a + 3);
+        ai = _mm256_broadcast_ss(a + r3);
         c30 = _mm256_fmadd_ps(ai, b0, c30);
         c31 = _mm256_fmadd_ps(ai, b1, c31);
-        ai = _mm256_broadcast_ss(a + 4);
+        ai = _mm256_broadcast_ss(a + r4);
         c40 = _mm256_fmadd_ps(ai, b0, c40);
         c41 = _mm256_fmadd_ps(ai, b1, c41);
-        ai = _mm256_broadcast_ss(a + 5);
+        ai = _mm256_broadcast_ss(a + r5);
         c50 = _mm256_fmadd_ps(ai, b0, c50);
         c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += MR;
+        a += aks;
         b += NR;
     }
     __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
@@ -258,13 +261,14 @@ static void kernel(int kc, const float *a, const float *b, float *c, long ldc, c
 }
 #else
 // portable: the same tile in an array the compiler can keep in vector registers
-static void kernel(int kc, const float *a, const float *b, float *c, long ldc, const float *row0) {
+static void kernel(int kc, const float *a, long ars, long aks, const float *b, float *c, long ldc,
+                   const float *row0) {
     float acc[MR][NR] = {{0.0f}};
     for (int k = 0; k < kc; k++) {
         for (int i = 0; i < MR; i++) {
-            for (int j = 0; j < NR; j++) acc[i][j] += a[i] * b[j];
+            for (int j = 0; j < NR; j++) acc[i][j] += a[i * ars] * b[j];
         }
-        a += MR;
+        a += aks;
         b += NR;
     }
     for (int i = 0; i < MR; i++) {
@@ -280,14 +284,14 @@ static const float ZEROS[NR];  // the start of a tile that begins from nothing
 // one MR x NR tile of c, of which the top-left mr x nr lie inside c. An edge tile is computed whole
 // into a scratch tile (from zeros) and the valid part added to its start: the same operations as a
 // full tile, element by element (0 + x is exactly x).
-static void tile(int kc, const float *ap, const float *bp, float *c, long ldc, int mr, int nr,
-                 const float *row0) {
+static void tile(int kc, const float *ap, long ars, long aks, const float *bp, float *c, long ldc, int mr,
+                 int nr, const float *row0) {
     if (mr == MR && nr == NR) {
-        kernel(kc, ap, bp, c, ldc, row0);
+        kernel(kc, ap, ars, aks, bp, c, ldc, row0);
         return;
     }
     float t[MR * NR];
-    kernel(kc, ap, bp, t, NR, ZEROS);
+    kernel(kc, ap, ars, aks, bp, t, NR, ZEROS);
     for (int i = 0; i < mr; i++) {
         for (int j = 0; j < nr; j++) {
             c[i * ldc + j] = (row0 != NULL ? row0[j] : c[i * ldc + j]) + t[i * NR + j];
@@ -311,16 +315,23 @@ static void gemm_blocked(int M, int N, int K, const float *a, long rsa, long csa
             }
             for (int ic = 0; ic < M; ic += MC) {
                 int mc = imin(MC, M - ic);
+                // A's whole row panels are read where they lie when its rows are contiguous (the kernel
+                // walks six rows at once); the rest, and the last panel if it has fewer than MR rows,
+                // are packed
                 for (int ir = 0; ir < mc; ir += MR) {
-                    pack_a(apack + (size_t)ir * kc, a + (ic + ir) * rsa + pc * csa, rsa, csa,
-                           imin(MR, mc - ir), kc);
+                    if (csa != 1 || mc - ir < MR) {
+                        pack_a(apack + (size_t)ir * kc, a + (ic + ir) * rsa + pc * csa, rsa, csa,
+                               imin(MR, mc - ir), kc);
+                    }
                 }
                 // the B panel (KC x NR) stays in L1 while the A panels stream past it from L2
                 for (int jr = 0; jr < nc; jr += NR) {
                     const float *row0 = acc ? NULL : bias != NULL ? bias + jc + jr : ZEROS;
                     for (int ir = 0; ir < mc; ir += MR) {
-                        tile(kc, apack + (size_t)ir * kc, bpack + (size_t)jr * kc,
-                             c + (ic + ir) * ldc + jc + jr, ldc, imin(MR, mc - ir), imin(NR, nc - jr), row0);
+                        int mr = imin(MR, mc - ir), packed = csa != 1 || mr < MR;
+                        const float *ap = packed ? apack + (size_t)ir * kc : a + (ic + ir) * rsa + pc;
+                        tile(kc, ap, packed ? 1 : rsa, packed ? MR : 1, bpack + (size_t)jr * kc,
+                             c + (ic + ir) * ldc + jc + jr, ldc, mr, imin(NR, nc - jr), row0);
                     }
                 }
             }
