@@ -922,6 +922,46 @@ const float *gpt_activation(const GPT *m, int kind, int layer) {
     return NULL;
 }
 
+// One piece of the forward on its own, with the model's weights (the benchmarks time them). Both run in
+// the activations' buffers of block `layer`, so the last forward's activations are gone after them.
+static int check_piece(GPT *m, int layer, const float *x, int B, int T, float *out) {
+    GPTConfig c = m->config;
+    if (x == NULL || out == NULL) return fail(m, GPT_ERR_INPUT, "x and out must not be NULL");
+    if (layer < 0 || layer >= c.n_layer) {
+        return fail(m, GPT_ERR_INPUT, "layer %d is outside [0, %d)", layer, c.n_layer);
+    }
+    if (B < 1 || T < 1 || T > c.block_size || B > (1 << 30) / T) {
+        return fail(m, GPT_ERR_INPUT, "need B >= 1 and 1 <= T <= block_size %d, got B=%d T=%d", c.block_size,
+                    B, T);
+    }
+    m->have_forward = m->have_targets = 0;
+    return fit_activations(m, B, T);
+}
+
+int gpt_attention_forward(GPT *m, int layer, const float *x, int B, int T, float *out) {
+    int rc = check_piece(m, layer, x, B, T, out);
+    if (rc != GPT_OK) return rc;
+    GPTConfig c = m->config;
+    int N = B * T, C = c.n_embd;
+    BlockActs a = block_acts(&m->acts, c, layer, B, T);
+    const BlockTensors *p = &m->params.h[layer];
+    // block_forward's attention lines
+    int mm = matmul_forward(a.attn_qkv, x, p->attn_c_attn_w, p->attn_c_attn_b, N, C, 3 * C);
+    mm |= attention_forward(a.attn_y, a.attn_att, a.attn_qkv, B, T, C, c.n_head, NULL);
+    mm |= matmul_forward(out, a.attn_y, p->attn_c_proj_w, p->attn_c_proj_b, N, C, C);
+    return mm != 0 ? fail(m, GPT_ERR_MEMORY, "out of memory for a matmul's packing buffers") : GPT_OK;
+}
+
+int gpt_block_forward(GPT *m, int layer, const float *x, int B, int T, float *out) {
+    int rc = check_piece(m, layer, x, B, T, out);
+    if (rc != GPT_OK) return rc;
+    GPTConfig c = m->config;
+    BlockActs a = block_acts(&m->acts, c, layer, B, T);
+    a.res_2 = out;
+    int mm = block_forward(a, x, &m->params.h[layer], B, T, c.n_embd, c.n_head, NULL);
+    return mm != 0 ? fail(m, GPT_ERR_MEMORY, "out of memory for a matmul's packing buffers") : GPT_OK;
+}
+
 void gpt_zero_grad(GPT *m) { zero(m->grads_memory, m->num_params); }
 
 // the block's forward in reverse: dout is d loss / d res_2, dx = d loss / d x (the block's input)

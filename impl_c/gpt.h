@@ -114,6 +114,14 @@ enum {
 };
 const float *gpt_activation(const GPT *m, int kind, int layer);
 
+// ---- one piece of the forward on its own (the benchmarks time them) ----
+
+// x (B, T, C), block `layer`'s LayerNorm-ed input, through its attention (c_attn, the heads, c_proj);
+// out (B, T, C). Like every forward, it overwrites the activations of the last forward.
+int gpt_attention_forward(GPT *m, int layer, const float *x, int B, int T, float *out);
+// x (B, T, C), the residual stream, through the whole block `layer`; out (B, T, C). The same.
+int gpt_block_forward(GPT *m, int layer, const float *x, int B, int T, float *out);
+
 // ---- KV-cache decoding (SPEC.md "Generation") ----
 
 // empties the cache and sizes it for batch B

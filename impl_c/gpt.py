@@ -54,6 +54,8 @@ def library() -> ctypes.CDLL:
         "gpt_backward": (c_int, [c_void_p]),
         "gpt_adamw_update": (c_float, [c_void_p, c_float, c_float, c_float, c_float, c_float, c_float]),
         "gpt_activation": (f, [c_void_p, c_int, c_int]),
+        "gpt_attention_forward": (c_int, [c_void_p, c_int, f, c_int, c_int, f]),
+        "gpt_block_forward": (c_int, [c_void_p, c_int, f, c_int, c_int, f]),
         "gpt_cache_reset": (c_int, [c_void_p, c_int]),
         "gpt_cache_len": (c_int, [c_void_p]),
         "gpt_cache_forward": (c_int, [c_void_p, POINTER(c_int32), c_int, c_int, f]),
@@ -68,7 +70,19 @@ def library() -> ctypes.CDLL:
         ),
         "st_write_checkpoint": (
             c_int,
-            [c_char_p, CConfig, f, f, f, c_int, POINTER(c_char_p), POINTER(c_char_p), c_int, c_char_p, c_size_t],
+            [
+                c_char_p,
+                CConfig,
+                f,
+                f,
+                f,
+                c_int,
+                POINTER(c_char_p),
+                POINTER(c_char_p),
+                c_int,
+                c_char_p,
+                c_size_t,
+            ],
         ),
     }
     for name, (restype, argtypes) in signatures.items():
@@ -226,6 +240,26 @@ class GPT:
             p = self._lib.gpt_activation(self._ptr, ACT_KINDS.index(kind), int(layer))
             acts[name] = np.ctypeslib.as_array(p, shape=shape).copy()
         return acts
+
+    # one piece of the forward on its own (the benchmarks time them): x (B, T, C) float32 -> (B, T, C)
+    def _piece(self, fn, x, layer: int) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 3 or x.shape[2] != self.config.n_embd:
+            raise InputError(f"x must be (B, T, {self.config.n_embd}), got shape {x.shape}")
+        out = np.empty_like(x)
+        f = POINTER(c_float)
+        self._check(
+            fn(self._ptr, int(layer), x.ctypes.data_as(f), x.shape[0], x.shape[1], out.ctypes.data_as(f))
+        )
+        return out
+
+    def attention_forward(self, x, layer: int = 0) -> np.ndarray:
+        """Block `layer`'s attention (c_attn, the heads, c_proj) on its LayerNorm-ed input x."""
+        return self._piece(self._lib.gpt_attention_forward, x, layer)
+
+    def block_forward(self, x, layer: int = 0) -> np.ndarray:
+        """The whole block `layer` on the residual stream x."""
+        return self._piece(self._lib.gpt_block_forward, x, layer)
 
     def _cache_forward(self, tokens) -> np.ndarray:
         B, T = tokens.shape

@@ -333,6 +333,35 @@ static double loss_at(GPT *m, const int32_t *idx, const int32_t *targets, int B,
     return loss;
 }
 
+// the forward's pieces on their own give the forward's own activations, bit for bit
+static void test_pieces(void) {
+    GPTConfig c = {.n_layer = 2, .n_head = 3, .n_embd = 48, .block_size = 24, .vocab_size = 37};
+    int B = 2, T = 19, layer = 1;
+    size_t n = (size_t)B * T * c.n_embd;
+    GPT *m = create(c);
+    randomize(m);
+    int32_t idx[2 * 19];
+    random_tokens(idx, NULL, B * T, c.vocab_size);
+    int rc = gpt_forward(m, idx, NULL, B, T, NULL);
+    float *ln_1 = copy_of(gpt_activation(m, ACT_LN_1, layer), n);
+    float *attn_out = copy_of(gpt_activation(m, ACT_ATTN_OUT, layer), n);
+    float *x = copy_of(gpt_activation(m, ACT_RES_2, layer - 1), n);
+    float *res_2 = copy_of(gpt_activation(m, ACT_RES_2, layer), n);
+    float *out = malloc(n * sizeof(float));
+    rc |= gpt_attention_forward(m, layer, ln_1, B, T, out);
+    check(rc == GPT_OK && memcmp(out, attn_out, n * sizeof(float)) == 0, "gpt_attention_forward",
+          "bit-identical to the forward's attn.out");
+    rc |= gpt_block_forward(m, layer, x, B, T, out);
+    check(rc == GPT_OK && memcmp(out, res_2, n * sizeof(float)) == 0, "gpt_block_forward",
+          "bit-identical to the forward's res_2");
+    check(gpt_block_forward(m, 2, x, B, T, out) == GPT_ERR_INPUT, "gpt_block_forward, layer out of range",
+          "%s", gpt_error(m));
+    check(gpt_attention_forward(m, 0, x, B, 25, out) == GPT_ERR_INPUT, "gpt_attention_forward, T too long",
+          "%s", gpt_error(m));
+    free(ln_1), free(attn_out), free(x), free(res_2), free(out);
+    gpt_destroy(m);
+}
+
 static void test_gradcheck(void) {
     // directional finite differences per tensor: (L(p + h d) - L(p - h d)) / 2h against grad . d, for a
     // random direction d over the tensor; float32 losses, so h is large and the tolerance loose
@@ -451,6 +480,7 @@ int main(void) {
     test_layers();
     test_determinism();
     test_kv_cache();
+    test_pieces();
     test_gradcheck();
     test_params_and_errors();
     printf(failures == 0 ? "all tests passed\n" : "%d FAILED\n", failures);

@@ -14,7 +14,7 @@ import impl_c
 from conformance.compare import random_state_dict
 from impl_c.gpt import CConfig, library
 from shared.checkpoint import OptimizerState, load_checkpoint, save_checkpoint
-from shared.config import GPTConfig, get_config
+from shared.config import GPTConfig
 from shared.params import param_shapes
 from shared.schedule import AdamWConfig
 
@@ -72,10 +72,19 @@ def c_read(path):
     n = lib.gpt_num_params(cfg)
     params, m, v = (np.zeros(n, np.float32) for _ in range(3))
     step, meta = c_int(-1), ctypes.create_string_buffer(1 << 16)
-    ptr = lambda a: a.ctypes.data_as(POINTER(c_float))  # noqa: E731
-    rc = lib.st_read_checkpoint(str(path).encode(), cfg, ptr(params), ptr(m), ptr(v), ctypes.byref(step), meta, 1 << 16, err, 512)
-    out = {"config": {f: getattr(cfg, f) for f, _ in CConfig._fields_}, "has_optimizer": has_opt.value,
-           "params": params, "m": m, "v": v, "step": step.value, "metadata": json.loads(meta.value or b"{}")}
+    ptr = lambda a: a.ctypes.data_as(POINTER(c_float))
+    rc = lib.st_read_checkpoint(
+        str(path).encode(), cfg, ptr(params), ptr(m), ptr(v), ctypes.byref(step), meta, 1 << 16, err, 512
+    )
+    out = {
+        "config": {f: getattr(cfg, f) for f, _ in CConfig._fields_},
+        "has_optimizer": has_opt.value,
+        "params": params,
+        "m": m,
+        "v": v,
+        "step": step.value,
+        "metadata": json.loads(meta.value or b"{}"),
+    }
     return rc, err.value.decode(), out
 
 
@@ -99,12 +108,26 @@ def test_python_reads_what_c_writes(tmp_path):
     m = np.abs(m)  # any values; v must merely be finite
     keys = (c_char_p * 1)(b"tokenizer")
     values = (c_char_p * 1)(json.dumps("xyz").encode())
-    ptr = lambda a: a.ctypes.data_as(POINTER(c_float))  # noqa: E731
+    ptr = lambda a: a.ctypes.data_as(POINTER(c_float))
     path = tmp_path / "c.safetensors"
-    rc = lib.st_write_checkpoint(str(path).encode(), CConfig(**CONFIG.to_dict()), ptr(state), ptr(m), ptr(v), 5, keys, values, 1, err, 512)
+    rc = lib.st_write_checkpoint(
+        str(path).encode(),
+        CConfig(**CONFIG.to_dict()),
+        ptr(state),
+        ptr(m),
+        ptr(v),
+        5,
+        keys,
+        values,
+        1,
+        err,
+        512,
+    )
     assert rc == 0, err.value
     ckpt = load_checkpoint(path)
-    assert ckpt.config == CONFIG and ckpt.optimizer.step == 5 and ckpt.metadata["tokenizer"] == json.dumps("xyz")
+    assert (
+        ckpt.config == CONFIG and ckpt.optimizer.step == 5 and ckpt.metadata["tokenizer"] == json.dumps("xyz")
+    )
     np.testing.assert_array_equal(flat(ckpt.state), state)
     np.testing.assert_array_equal(flat(ckpt.optimizer.m), m)
     np.testing.assert_array_equal(flat(ckpt.optimizer.v), v)
@@ -143,9 +166,31 @@ def text_file(tmp_path):
 
 
 def test_program_trains_and_resumes_exactly(program, text_file, tmp_path):
-    common = ["--data", str(text_file), "--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-              "--batch-size", "4", "--eval-iters", "1", "--eval-interval", "3", "--decay-steps", "6", "--threads", "2"]
-    out = train(program, *common, "--steps", "6", "--out", str(tmp_path / "straight.safetensors"), cwd=tmp_path)
+    common = [
+        "--data",
+        str(text_file),
+        "--n-layer",
+        "2",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--block-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--eval-iters",
+        "1",
+        "--eval-interval",
+        "3",
+        "--decay-steps",
+        "6",
+        "--threads",
+        "2",
+    ]
+    out = train(
+        program, *common, "--steps", "6", "--out", str(tmp_path / "straight.safetensors"), cwd=tmp_path
+    )
     assert "step     6" in out and "--- sample ---" in out
     # the same run stopped at step 3, then resumed to step 6 with the settings its checkpoint holds
     half = tmp_path / "half.safetensors"
@@ -160,12 +205,41 @@ def test_program_trains_and_resumes_exactly(program, text_file, tmp_path):
 
 def test_program_checkpoint_loads_in_the_python_tiers_and_samples(program, text_file, tmp_path):
     ckpt = tmp_path / "c.safetensors"
-    train(program, "--data", str(text_file), "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-          "--steps", "4", "--eval-interval", "2", "--eval-iters", "1", "--out", str(ckpt), cwd=tmp_path)
+    train(
+        program,
+        "--data",
+        str(text_file),
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--block-size",
+        "16",
+        "--steps",
+        "4",
+        "--eval-interval",
+        "2",
+        "--eval-iters",
+        "1",
+        "--out",
+        str(ckpt),
+        cwd=tmp_path,
+    )
     model = impl_c.load(ckpt)
     assert model.step == 4
-    r = subprocess.run([program, "sample", "--ckpt", str(ckpt), "--prompt", "First", "--tokens", "20", "--temperature", "0"],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [program, "sample", "--ckpt", str(ckpt), "--prompt", "First", "--tokens", "20", "--temperature", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 0 and r.stdout.startswith("First"), r.stderr
-    r = subprocess.run([program, "sample", "--ckpt", str(tmp_path / "missing.safetensors")], capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [program, "sample", "--ckpt", str(tmp_path / "missing.safetensors")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode != 0 and "missing.safetensors" in r.stderr

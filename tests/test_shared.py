@@ -455,7 +455,14 @@ def test_context_window():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("beta1", 1.0), ("beta2", -0.1), ("eps", 0.0), ("weight_decay", -1.0), ("grad_clip", 0.0), ("beta1", float("nan"))],
+    [
+        ("beta1", 1.0),
+        ("beta2", -0.1),
+        ("eps", 0.0),
+        ("weight_decay", -1.0),
+        ("grad_clip", 0.0),
+        ("beta1", float("nan")),
+    ],
 )
 def test_adamw_settings_out_of_range(field, value):
     from shared.schedule import AdamWConfig
