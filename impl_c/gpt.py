@@ -16,6 +16,7 @@ from shared.checks import (
     check_idx,
     check_lr,
     check_n_prefill,
+    check_piece,
     check_targets,
 )
 from shared.config import GPTConfig
@@ -243,9 +244,7 @@ class GPT:
 
     # one piece of the forward on its own (the benchmarks time them): x (B, T, C) float32 -> (B, T, C)
     def _piece(self, fn, x, layer: int) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 3 or x.shape[2] != self.config.n_embd:
-            raise InputError(f"x must be (B, T, {self.config.n_embd}), got shape {x.shape}")
+        x = np.ascontiguousarray(check_piece(x, layer, self.config), dtype=np.float32)
         out = np.empty_like(x)
         f = POINTER(c_float)
         self._check(

@@ -3,7 +3,7 @@
 import numpy as np
 
 from impl_numpy.engine import Tensor
-from impl_numpy.model import cross_entropy, gpt, new_cache
+from impl_numpy.model import attention, block, cross_entropy, gpt, new_cache
 from impl_numpy.optim import adamw_step, clip_grad_norm
 from shared.checkpoint import OptimizerState, load_model, save_checkpoint
 from shared.checks import (
@@ -12,6 +12,7 @@ from shared.checks import (
     check_idx,
     check_lr,
     check_n_prefill,
+    check_piece,
     check_targets,
 )
 from shared.config import GPTConfig
@@ -94,6 +95,15 @@ class GPT:
         acts = {}
         gpt(self._tensors(False), idx, self.config, acts=acts)
         return acts
+
+    # one piece of the forward on its own (the benchmarks time them)
+    def attention_forward(self, x, layer=0):
+        x = Tensor(check_piece(x, layer, self.config).astype(self.dtype))
+        return attention(x, self._tensors(False), f"h.{layer}.", self.config).data
+
+    def block_forward(self, x, layer=0):
+        x = Tensor(check_piece(x, layer, self.config).astype(self.dtype))
+        return block(x, self._tensors(False), layer, self.config).data
 
     def decode(self, idx, n_prefill=1):
         idx = check_idx(idx, self.config)

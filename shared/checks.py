@@ -27,6 +27,20 @@ def check_idx(idx, config: GPTConfig, name: str = "idx") -> np.ndarray:
     return idx.astype(np.int64, copy=False)
 
 
+def check_piece(x, layer, config: GPTConfig) -> np.ndarray:
+    """The input of one block's piece of the forward (attention_forward, block_forward): x float
+    (B, T, C) with 1 <= T <= block_size, and a layer that exists. Returns x as a numpy array."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        raise InputError(f"x must be a float numpy array, got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    if x.ndim != 3 or x.shape[2] != config.n_embd or 0 in x.shape:
+        raise InputError(f"x must have shape (B, T, {config.n_embd}), got {x.shape}")
+    if x.shape[1] > config.block_size:
+        raise InputError(f"x has length T={x.shape[1]}, longer than block_size={config.block_size}")
+    if not isinstance(layer, (int, np.integer)) or not 0 <= layer < config.n_layer:
+        raise InputError(f"layer must be an int in [0, {config.n_layer}), got {layer!r}")
+    return x
+
+
 def check_targets(targets, idx: np.ndarray, config: GPTConfig) -> np.ndarray:
     """Targets have idx's shape; each is a token id or -1 (ignored). At least one must count."""
     if not isinstance(targets, np.ndarray):

@@ -43,6 +43,13 @@ class Model(Protocol):
     def activations(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """The spec's named activations (shared/activations.py) for one forward pass."""
 
+    def attention_forward(self, x: np.ndarray, layer: int = 0) -> np.ndarray:
+        """Block `layer`'s attention on its own (c_attn, the heads, c_proj): its LayerNorm-ed input
+        x (B, T, C) -> (B, T, C). The benchmarks time it."""
+
+    def block_forward(self, x: np.ndarray, layer: int = 0) -> np.ndarray:
+        """The whole block `layer` on its own: the residual stream x (B, T, C) -> (B, T, C)."""
+
     def decode(self, idx: np.ndarray, n_prefill: int = 1) -> np.ndarray:
         """Logits (B, T, V) computed through the KV cache: the first n_prefill positions in one call,
         then one position per call. They must equal forward's logits."""
