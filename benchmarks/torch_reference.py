@@ -21,9 +21,10 @@ class Block(nn.Module):
         self.c_fc = nn.Linear(C, 4 * C)
         self.mlp_proj = nn.Linear(4 * C, C)
 
-    def forward(self, x, cache=None):
+    def attention(self, x, cache=None):
+        # x: the LayerNorm-ed input (B, T, C) -> (B, T, C)
         B, T, C = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+        q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if cache is not None:  # KV cache: a dict per block holding the past keys and values
             if "k" in cache:
@@ -31,7 +32,10 @@ class Block(nn.Module):
             cache["k"], cache["v"] = k, v
         # a single new query sees every cached key: no mask needed then
         y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
-        x = x + self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+    def forward(self, x, cache=None):
+        x = x + self.attention(self.ln_1(x), cache)
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
 
@@ -96,6 +100,22 @@ def train_step(model, opt, idx, targets, grad_clip):
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     return loss.item()
+
+
+def forward_backward(model, idx, targets):
+    model.zero_grad(set_to_none=True)
+    _, loss = model(idx, targets)
+    loss.backward()
+    return loss.item()
+
+
+@torch.no_grad()
+def generate_recompute(model: TorchGPT, idx, max_new_tokens: int):
+    """Greedy decoding without the cache: the whole prefix again for every new token."""
+    for _ in range(max_new_tokens):
+        logits, _ = model(idx)
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
 
 
 @torch.no_grad()

@@ -60,6 +60,7 @@ def library() -> ctypes.CDLL:
         "gpt_cache_reset": (c_int, [c_void_p, c_int]),
         "gpt_cache_len": (c_int, [c_void_p]),
         "gpt_cache_forward": (c_int, [c_void_p, POINTER(c_int32), c_int, c_int, f]),
+        "matmul_forward": (c_int, [f, f, f, f, c_int, c_int, c_int]),
         "gpt_set_num_threads": (None, [c_int]),
         "gpt_get_num_threads": (c_int, []),
         # the C reader and writer of checkpoints (safetensors.h), for the standalone program; the
@@ -94,6 +95,27 @@ def library() -> ctypes.CDLL:
 
 def set_num_threads(n: int) -> None:
     library().gpt_set_num_threads(n)
+
+
+def matmul(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """x (N, C) @ w (C, OC) + b (OC) in float32 on the tier's fast matmul (the benchmarks time it)."""
+    x, w = (np.ascontiguousarray(a, dtype=np.float32) for a in (x, w))
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0] or (b is not None and b.shape != w.shape[1:]):
+        raise InputError(f"matmul needs x (N, C), w (C, OC), b (OC), got {x.shape}, {w.shape}")
+    out = np.empty((x.shape[0], w.shape[1]), dtype=np.float32)
+    f = POINTER(c_float)
+    bias = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    rc = library().matmul_forward(
+        out.ctypes.data_as(f),
+        x.ctypes.data_as(f),
+        w.ctypes.data_as(f),
+        None if bias is None else bias.ctypes.data_as(f),
+        *x.shape,
+        w.shape[1],
+    )
+    if rc != 0:
+        raise GPTError("the C tier's matmul could not allocate its packing buffers")
+    return out
 
 
 def _ints(a: np.ndarray):
