@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.compare import compare_dicts, random_state_dict
+from conformance.compare import compare_dicts, max_abs, random_state_dict
 from conformance.tiers import TIERS, load, load_reference
 from shared.checkpoint import save_checkpoint
 from shared.config import GPTConfig, get_config
@@ -28,15 +28,19 @@ OPT_LR = 1e-2  # larger, so that float32 rounding of the parameters is small in 
 ADAMW = AdamWConfig(weight_decay=0.1, grad_clip=1.0)
 
 
-@functools.cache
-def case_data(case: str):
-    config, B, T = CASES[case]
-    rng = np.random.default_rng(sum(map(ord, case)))
+def batch(config: GPTConfig, B: int, T: int, seed: int):
+    rng = np.random.default_rng(seed)
     idx = rng.integers(0, config.vocab_size, size=(B, T))
     targets = rng.integers(0, config.vocab_size, size=(B, T))
     if T > 2:
         targets[0, : T // 3] = -1  # ignored positions
-    return config, idx, targets
+    return idx, targets
+
+
+@functools.cache
+def case_data(case: str):
+    config, B, T = CASES[case]
+    return (config, *batch(config, B, T, seed=sum(map(ord, case))))
 
 
 def write_checkpoint(case: str, folder) -> str:
@@ -46,20 +50,32 @@ def write_checkpoint(case: str, folder) -> str:
     return str(path)
 
 
+def optimizer_steps(model, opt_grads):
+    """The optimizer alone: N_STEPS apply_grads on given gradients; the parameters and AdamW state after."""
+    for g in opt_grads:
+        model.apply_grads(g, OPT_LR)
+    return model.state_dict(), model.optimizer_state()
+
+
+def results(model, idx, targets, opt_grads=None) -> dict:
+    """A model's loss, gradients and activations on one input, then its parameters and AdamW state after
+    optimizer_steps on opt_grads: by default its own gradients, scaled by 50 (k + 1) at step k so that
+    clipping engages and the steps differ in size (a first step alone is blind to the scale)."""
+    loss, grads = model.grads(idx, targets)
+    out = {"loss": loss, "grads": grads, "acts": model.activations(idx)}
+    if opt_grads is None:
+        opt_grads = [{n: g * 50.0 * (k + 1) for n, g in grads.items()} for k in range(N_STEPS)]
+    out["opt_grads"] = opt_grads
+    out["opt_params"], out["opt_state"] = optimizer_steps(model, opt_grads)
+    return out
+
+
 @functools.cache
 def reference(case: str, path: str) -> dict:
     """The float64 reference's results for one case, computed once and shared by every tier."""
     _, idx, targets = case_data(case)
-    ref = load_reference(path, adamw=ADAMW)
-    logits, loss = ref.forward(idx, targets)
-    _, grads = ref.grads(idx, targets)
-    out = {"logits": logits, "loss": loss, "grads": grads, "acts": ref.activations(idx)}
-    # the optimizer alone: the reference's gradients, scaled so that clipping engages, N times
-    out["opt_grads"] = [{n: g * 50.0 * (k + 1) for n, g in grads.items()} for k in range(N_STEPS)]
-    for g in out["opt_grads"]:
-        ref.apply_grads(g, OPT_LR)
-    out["opt_params"] = ref.state_dict()
-    out["opt_state"] = ref.optimizer_state()
+    out = results(load_reference(path, adamw=ADAMW), idx, targets)
+    out["logits"] = out["acts"]["logits"]
     # whole training steps, each tier on its own gradients
     ref = load_reference(path, adamw=ADAMW)
     out["train_losses"] = [ref.train_step(idx, targets, LR) for _ in range(N_STEPS)]
@@ -98,14 +114,10 @@ def measure(quantity: str, tier: str, case: str, path: str):
             for n in sorted({1, max(1, idx.shape[1] // 2)})
         ]
     if quantity == "adamw":
-        model = load(tier, path, adamw=ADAMW)
-        for g in ref["opt_grads"]:
-            model.apply_grads(g, OPT_LR)
-        params, opt = model.state_dict(), model.optimizer_state()
+        params, opt = optimizer_steps(load(tier, path, adamw=ADAMW), ref["opt_grads"])
         assert opt.step == N_STEPS
         rows = [
-            (n, float(np.abs(params[n] - p).max()) / OPT_LR, b["adamw_params_lr"])
-            for n, p in ref["opt_params"].items()
+            (n, max_abs(params[n], p) / OPT_LR, b["adamw_params_lr"]) for n, p in ref["opt_params"].items()
         ]
         rows += [
             ("m." + n, e, bd) for n, e, bd in compare_dicts(opt.m, ref["opt_state"].m, b["adamw_moments"])
@@ -122,9 +134,7 @@ def measure(quantity: str, tier: str, case: str, path: str):
             for k, (a, r) in enumerate(zip(losses, ref["train_losses"]))
         ]
         params, bound = model.state_dict(), b["train_params_lr_per_step"] * N_STEPS
-        return rows + [
-            (n, float(np.abs(params[n] - p).max()) / LR, bound) for n, p in ref["train_params"].items()
-        ]
+        return rows + [(n, max_abs(params[n], p) / LR, bound) for n, p in ref["train_params"].items()]
     raise ValueError(f"unknown quantity {quantity!r}")
 
 

@@ -43,6 +43,13 @@ def assert_within(rows, what: str):
         raise AssertionError(f"{what}: tensors beyond the spec's tolerance\n{report(rows)}")
 
 
+def max_abs(a, ref) -> float:
+    """max |a - ref|, in float64; a shape mismatch is infinite, a NaN anywhere gives NaN."""
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.abs(a - ref).max()) if a.shape == ref.shape else float("inf")
+
+
 def compare_dicts(got: dict, ref: dict, bound: float):
     assert set(got) == set(ref), f"names differ: missing {set(ref) - set(got)}, extra {set(got) - set(ref)}"
     return [(name, rel_l2(got[name], ref[name]), bound) for name in ref]
