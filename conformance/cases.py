@@ -60,7 +60,8 @@ def optimizer_steps(model, opt_grads):
 def results(model, idx, targets, opt_grads=None) -> dict:
     """A model's loss, gradients and activations on one input, then its parameters and AdamW state after
     optimizer_steps on opt_grads: by default its own gradients, scaled by 50 (k + 1) at step k so that
-    clipping engages and the steps differ in size (a first step alone is blind to the scale)."""
+    clipping engages and the steps differ in size (Adam's first step divides the scale out, all but eps,
+    so a clip in the wrong place shows from the second step on)."""
     loss, grads = model.grads(idx, targets)
     out = {"loss": loss, "grads": grads, "acts": model.activations(idx)}
     if opt_grads is None:
