@@ -1,0 +1,196 @@
+# Proof that the suite catches bugs: realistic bugs, each a small edit to the numpy tier's source, must
+# fail the conformance measurement and be named, first, by the divergence finder at the tensor where
+# they live. A bug goes into a copy of the tier (a "mutant" package written to a temporary folder), so
+# the float64 reference, which is the same numpy code, stays right.
+import importlib
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import impl_numpy
+from conformance import diff
+from conformance.cases import case_data, measure, write_checkpoint
+from conformance.tiers import TIERS
+from impl_numpy.engine import _accumulate, _result
+from shared.activations import activation_names
+from shared.params import param_shapes
+
+CASE = "tiny-B2-T16"
+
+
+def erf(x):
+    """erf as a primitive of the numpy tier's engine, which has none (GPT-2's GELU needs only tanh)."""
+    out = np.vectorize(math.erf, otypes=[x.dtype])(x.data)
+
+    def backward(g):
+        _accumulate(x, g * ((2.0 / math.sqrt(math.pi)) * np.exp(-(x.data * x.data))))
+
+    return _result(out, (x,), backward)
+
+
+@dataclass
+class Bug:
+    file: str  # in impl_numpy/
+    old: str  # the right code, found exactly once in the file
+    new: str  # the bug
+    quantity: str  # the conformance measurement (cases.py) that must fail
+    located: tuple[str, str]  # (section, tensor): the divergence finder's first row beyond its bound
+
+
+BUGS = {
+    "erf-GELU in place of tanh-GELU": Bug(
+        "model.py",
+        "return x * (0.5 + 0.5 * inner.tanh())",
+        "return x * (0.5 + 0.5 * erf(x * (1.0 / math.sqrt(2.0))))",
+        "activations",
+        ("activation", "h.0.mlp.gelu"),
+    ),
+    "LayerNorm eps 1e-6": Bug(
+        "model.py",
+        "def layernorm(x, w, b, eps=1e-5):",
+        "def layernorm(x, w, b, eps=1e-6):",
+        "activations",
+        ("activation", "h.0.ln_1"),
+    ),
+    "missing 1/sqrt(head size)": Bug(
+        "model.py",
+        "att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(HS))",
+        "att = q @ k.transpose(0, 1, 3, 2)",
+        "activations",
+        ("activation", "h.0.attn.att"),
+    ),
+    "causal mask off by one (each query sees the next key)": Bug(
+        "model.py",
+        "<= (pos0 + np.arange(T))[:, None]",
+        "<= (pos0 + 1 + np.arange(T))[:, None]",
+        "activations",
+        ("activation", "h.0.attn.att"),
+    ),
+    "weight decay applied to biases": Bug(
+        "optim.py",
+        "if is_decayed(name, p.shape):",
+        "if is_decayed(name, p.shape) or name.endswith('.bias'):",
+        "adamw",
+        ("param", "h.0.ln_1.bias"),
+    ),
+    "Adam bias correction missing": Bug(
+        "optim.py",
+        "bc1 = 1.0 - cfg.beta1**t\n    bc2 = 1.0 - cfg.beta2**t",
+        "bc1 = bc2 = 1.0",
+        "adamw",
+        ("param", "wte.weight"),
+    ),
+    "gradient clipping after the update": Bug(
+        "gpt.py",
+        "        if self.adamw.grad_clip is not None:\n"
+        "            clip_grad_norm(grads, self.adamw.grad_clip)\n"
+        "        self.step += 1\n"
+        "        adamw_step(self.params, grads, self.m, self.v, self.step, lr, self.adamw)\n",
+        "        self.step += 1\n"
+        "        adamw_step(self.params, grads, self.m, self.v, self.step, lr, self.adamw)\n"
+        "        if self.adamw.grad_clip is not None:\n"
+        "            clip_grad_norm(grads, self.adamw.grad_clip)\n",
+        "adamw",
+        ("param", "wte.weight"),
+    ),
+}
+
+
+def write_mutant(folder: Path, name: str, bug: Bug | None) -> None:
+    """A copy of impl_numpy as the package `name` in `folder`, with the bug's edit made. The engine is
+    not copied (no bug lives there): the copy imports impl_numpy.engine."""
+    source = Path(impl_numpy.__file__).parent
+    modules = [f.stem for f in source.glob("*.py") if f.stem not in ("__init__", "engine")]
+    (folder / name).mkdir()
+    for f in source.glob("*.py"):
+        if f.name == "engine.py":
+            continue
+        text = f.read_text()
+        for m in modules:
+            text = text.replace(f"impl_numpy.{m}", f"{name}.{m}")
+        if bug is not None and f.name == bug.file:
+            assert text.count(bug.old) == 1, f"impl_numpy/{bug.file} changed: update this bug's edit"
+            text = text.replace(bug.old, bug.new)
+        (folder / name / f.name).write_text(text)
+
+
+@pytest.fixture
+def mutant(tmp_path, monkeypatch):
+    """make(bug) -> the name of a tier registered in TIERS: a copy of the numpy tier in float32 with the
+    bug (None: no bug), importable by that name."""
+    made = []
+
+    def make(bug: Bug | None) -> str:
+        name = f"mutant_numpy_{len(made)}"
+        write_mutant(tmp_path, name, bug)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        importlib.invalidate_caches()
+        module = importlib.import_module(name)
+        module.model.erf = erf  # the erf-GELU bug calls it
+        monkeypatch.setitem(TIERS, name, (name, np.float32))
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_checkpoint(CASE, tmp_path_factory.mktemp("bugs"))
+
+
+def exceeds(rows) -> list[str]:
+    return [name for name, err, bound in rows if not err <= bound]
+
+
+@pytest.mark.parametrize("what", list(BUGS))
+def test_bug_is_caught_and_located(what, mutant, checkpoint):
+    bug = BUGS[what]
+    tier = mutant(bug)
+    assert exceeds(measure(bug.quantity, tier, CASE, checkpoint)), f"{what}: the suite does not catch it"
+    _, idx, targets = case_data(CASE)
+    rows = diff.diverge({tier: TIERS[tier]}, checkpoint, idx, targets)
+    first = diff.first_divergence(rows)[tier]
+    assert first is not None, f"{what}: the divergence finder finds nothing"
+    assert (first.section, first.tensor) == bug.located, diff.summary(tier, first)
+
+
+def test_no_bug_no_divergence(mutant, checkpoint):
+    # every registered tier, and the copy of the numpy tier with no edit (what the bugs break, the copy
+    # had right), within every bound
+    mutant(None)
+    tiers = dict(TIERS)
+    _, idx, targets = case_data(CASE)
+    first = diff.first_divergence(diff.diverge(tiers, checkpoint, idx, targets))
+    assert first == dict.fromkeys(tiers), [diff.summary(t, row) for t, row in first.items()]
+
+
+def test_command_line_names_the_first_divergence(mutant, tmp_path, capsys):
+    # a tier given as a module, the table, the JSON and a self-contained HTML page
+    tier = mutant(BUGS["LayerNorm eps 1e-6"])
+    out_json, out_html = tmp_path / "diff.json", tmp_path / "diff.html"
+    argv = ["--tiers", "numpy", "--tier-module", tier, "--json", str(out_json), "--html", str(out_html)]
+    assert diff.main(argv) == 1
+    text = capsys.readouterr().out
+    assert f"first divergence: {tier}: activation h.0.ln_1: error" in text
+    assert "first divergence: numpy: none" in text
+    assert [line.split()[0] for line in text.splitlines() if line.rstrip().endswith("FIRST")] == ["h.0.ln_1"]
+    report = json.loads(out_json.read_text())
+    assert report["first_divergence"] == {
+        "numpy": None,
+        tier: {"section": "activation", "tensor": "h.0.ln_1"},
+    }
+    config = case_data(CASE)[0]  # the tiny preset: the command line's default
+    assert len(report["rows"]) == len(activation_names(config)) + 1 + 4 * len(param_shapes(config))
+    page = out_html.read_text()
+    assert "First divergence: activation h.0.ln_1" in page
+    assert "<script" not in page and "http" not in page  # self-contained
+    assert diff.main(["--tiers", "numpy", "c"]) == 0
