@@ -314,7 +314,7 @@ def to_html(rows: list[Row], meta: dict) -> str:
         )
     parts.append("</ul><div class='grids'>")
     parts.append(_grid("reference", row.ref_window, None, 0.0))
-    scale = max(r.max_abs for r in row.results.values())
+    scale = max((r.max_abs for r in row.results.values() if math.isfinite(r.max_abs)), default=0.0)
     for t, r in row.results.items():
         if r.window is not None:
             parts.append(_grid(t, r.window, row.ref_window, scale))
