@@ -86,7 +86,10 @@ def test_golden_file_contents():
         assert run["logits"].shape == (B, T, golden.config.vocab_size)
         assert {n: g.shape for n, g in run["grads"].items()} == param_shapes(golden.config)
         assert len(run["train_losses"]) == int(golden.metadata["n_steps"]) >= 2
-    # AdamW moved the loss by far more than the bound on it: the steps are really checked
+    # clipping engages (the gradients' global norm exceeds grad_clip), and AdamW moves the loss by far
+    # more than the bound on it: the steps are really checked
+    norm = np.sqrt(sum(np.sum(g * g) for g in golden.runs["float64"]["grads"].values()))
+    assert norm > 2 * golden.adamw.grad_clip
     losses = golden.runs["float64"]["train_losses"]
     assert min(abs(a - b) / b for a, b in zip(losses[1:], losses)) > 100 * FLOAT32["train_loss"]
     for key in ("torch", "transformers", "transformers_settings", "adamw", "lr"):
