@@ -84,8 +84,31 @@ def reference(case: str, path: str) -> dict:
     return out
 
 
-def _relative(a: float, ref: float) -> float:
+def relative(a: float, ref: float) -> float:
     return abs(a - ref) / abs(ref)
+
+
+# Rows (tensor, error, bound) of one model against reference results `ref` (a dict with "logits",
+# "loss", "grads"), shared with the golden file's checks (golden.py).
+def forward_rows(model, idx, targets, ref: dict, b: dict):
+    logits, loss = model.forward(idx, targets)
+    return [
+        ("logits", rel_l2(logits, ref["logits"]), b["logits"]),
+        ("loss", relative(loss, ref["loss"]), b["loss"]),
+    ]
+
+
+def grads_rows(model, idx, targets, ref: dict, b: dict):
+    loss, grads = model.grads(idx, targets)
+    return compare_dicts(grads, ref["grads"], b["grads"]) + [("loss", relative(loss, ref["loss"]), b["loss"])]
+
+
+def train_loss_rows(model, idx, targets, lr: float, ref_losses, b: dict):
+    """len(ref_losses) train steps at a constant lr; each loss (before its step) against the reference's."""
+    losses = [model.train_step(idx, targets, lr) for _ in ref_losses]
+    return [
+        (f"loss[{k}]", relative(a, r), b["train_loss"]) for k, (a, r) in enumerate(zip(losses, ref_losses))
+    ]
 
 
 def measure(quantity: str, tier: str, case: str, path: str):
@@ -94,16 +117,9 @@ def measure(quantity: str, tier: str, case: str, path: str):
     ref = reference(case, path)
     b = bounds_for(TIERS[tier][1])
     if quantity == "logits":
-        logits, loss = load(tier, path).forward(idx, targets)
-        return [
-            ("logits", rel_l2(logits, ref["logits"]), b["logits"]),
-            ("loss", _relative(loss, ref["loss"]), b["loss"]),
-        ]
+        return forward_rows(load(tier, path), idx, targets, ref, b)
     if quantity == "grads":
-        loss, grads = load(tier, path).grads(idx, targets)
-        return compare_dicts(grads, ref["grads"], b["grads"]) + [
-            ("loss", _relative(loss, ref["loss"]), b["loss"])
-        ]
+        return grads_rows(load(tier, path), idx, targets, ref, b)
     if quantity == "activations":
         acts = load(tier, path).activations(idx)
         assert list(acts) == list(ref["acts"]), "activations must come in the spec's forward order"
@@ -129,11 +145,7 @@ def measure(quantity: str, tier: str, case: str, path: str):
         return rows
     if quantity == "train":
         model = load(tier, path, adamw=ADAMW)
-        losses = [model.train_step(idx, targets, LR) for _ in range(N_STEPS)]
-        rows = [
-            (f"loss[{k}]", _relative(a, r), b["train_loss"])
-            for k, (a, r) in enumerate(zip(losses, ref["train_losses"]))
-        ]
+        rows = train_loss_rows(model, idx, targets, LR, ref["train_losses"], b)
         params, bound = model.state_dict(), b["train_params_lr_per_step"] * N_STEPS
         return rows + [(n, max_abs(params[n], p) / LR, bound) for n, p in ref["train_params"].items()]
     raise ValueError(f"unknown quantity {quantity!r}")

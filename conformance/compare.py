@@ -27,13 +27,25 @@ def random_state_dict(config: GPTConfig, seed: int) -> dict[str, np.ndarray]:
 
 def report(rows) -> str:
     """rows: (tensor, error, bound). A table, worst error/bound first, failures marked."""
-    rows = sorted(rows, key=lambda r: -(r[1] / r[2] if r[2] > 0 else np.inf))
+    rows = sorted(rows, key=_ratio, reverse=True)
     width = max(len(r[0]) for r in rows)
     lines = [f"{'tensor':<{width}}  {'error':>9}  {'bound':>9}"]
     for name, err, bound in rows:
         mark = "  FAIL" if not err <= bound else ""
         lines.append(f"{name:<{width}}  {err:9.2e}  {bound:9.2e}{mark}")
     return "\n".join(lines)
+
+
+def _ratio(row) -> float:
+    """error / bound, NaN counted as the worst"""
+    _, err, bound = row
+    ratio = err / bound if bound > 0 else np.inf
+    return np.inf if np.isnan(ratio) else ratio
+
+
+def worst(rows):
+    """The row (tensor, error, bound) with the largest error relative to its bound."""
+    return max(rows, key=_ratio)
 
 
 def assert_within(rows, what: str):

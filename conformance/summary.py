@@ -8,6 +8,7 @@ import tempfile
 
 import impl_numpy
 from conformance.cases import CASES, QUANTITIES, measure, write_checkpoint
+from conformance.compare import worst
 from conformance.gradcheck import finite_difference_check
 from conformance.tiers import TIERS
 from shared.config import get_config
@@ -19,17 +20,16 @@ def main():
         print(f"{'tier':<15} {'quantity':<12} {'worst error':>11} {'bound':>9}  tensor (case)")
         for tier in TIERS:
             for quantity in QUANTITIES:
-                rows = [
-                    (err, bound, f"{name} ({case})")
+                where, err, bound = worst(
+                    (f"{name} ({case})", err, bound)
                     for case in CASES
                     for name, err, bound in measure(quantity, tier, case, paths[case])
-                ]
-                err, bound, where = max(rows, key=lambda r: r[0] / r[1])
+                )
                 print(f"{tier:<15} {quantity:<12} {err:11.2e} {bound:9.1e}  {where}")
     errors = finite_difference_check(impl_numpy, get_config("tiny"))
-    worst = max(errors, key=errors.get)
+    name = max(errors, key=errors.get)
     print(
-        f"\nfloat64 gradient check (tiny config, central differences): worst relative error {errors[worst]:.1e} ({worst})"
+        f"\nfloat64 gradient check (tiny config, central differences): worst relative error {errors[name]:.1e} ({name})"
     )
 
 
