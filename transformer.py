@@ -3,6 +3,7 @@
 python transformer.py                      # train the shakespeare config (numpy tier), then sample
 python transformer.py sample --ckpt out/shakespeare-numpy.safetensors --prompt "ROMEO:"
 python transformer.py eval --ckpt out/shakespeare-numpy.safetensors
+python transformer.py attention "ROMEO: But soft" --ckpt out/shakespeare-numpy.safetensors
 """
 
 import argparse
@@ -27,7 +28,7 @@ from shared.tokenizer import CharTokenizer
 
 # --impl name -> the tier's module (each offers load / from_state_dict, shared/tier.py)
 TIERS = {"numpy": "impl_numpy", "c": "impl_c"}
-SUBCOMMANDS = ("train", "sample", "eval")
+SUBCOMMANDS = ("train", "sample", "eval", "attention")
 
 
 def tier_module(name: str):
@@ -220,15 +221,26 @@ def cmd_eval(args):
     return 0
 
 
+def cmd_attention(args):
+    from viz.attention import write_attention
+
+    model, tokenizer = _load_for_use(args)
+    title = f"{Path(args.ckpt).name}, {args.impl} tier"
+    paths = write_attention(model, tokenizer, args.sentence, args.out, args.layer, args.head, title)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, prog="transformer.py"
     )
     sub = p.add_subparsers(dest="command")
 
-    def common(q):
+    def common(q, impl="numpy"):
         q.add_argument(
-            "--impl", choices=list(TIERS), default="numpy", help="which tier computes (default: numpy)"
+            "--impl", choices=list(TIERS), default=impl, help=f"which tier computes (default: {impl})"
         )
         q.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
         q.add_argument("-v", "--verbose", action="store_true", help="print more detail")
@@ -277,6 +289,15 @@ def build_parser():
     e.add_argument("--iters", type=int, default=200, help="batches per split")
     e.add_argument("--batch-size", type=int, default=12)
     e.set_defaults(func=cmd_eval)
+
+    a = sub.add_parser("attention", help="pictures of every head's attention over a sentence (PNG, HTML)")
+    common(a, impl="c")  # the fastest tier
+    a.add_argument("sentence", help="the text to look at (its last block_size tokens when longer)")
+    a.add_argument("--ckpt", required=True, help="checkpoint saved by `train`")
+    a.add_argument("--out", default="out/attention", help="folder for the files (default out/attention/)")
+    a.add_argument("--layer", type=int, default=None, help="the head shown alone: its layer (default: last)")
+    a.add_argument("--head", type=int, default=0, help="the head shown alone (default 0)")
+    a.set_defaults(func=cmd_attention)
     return p
 
 
