@@ -1,0 +1,389 @@
+# `python transformer.py attention`: the PNGs, the self-contained page, the command's errors, and the page
+# driven in a real headless Chromium (Debian's `chromium`, which .ci/run installs) over the DevTools protocol.
+import base64
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+import impl_numpy
+import transformer
+from shared.checkpoint import save_checkpoint
+from shared.config import GPTConfig
+from shared.params import init_state_dict
+from shared.tokenizer import CharTokenizer
+from viz.attention import attention_weights, label, render_html, write_attention
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TOKENIZER = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ,.:;!?'$<>/-()\n")
+SENTENCE = "ROMEO: But soft, what light?"
+
+
+def make_checkpoint(path, n_layer=2, n_head=3, block_size=32, seed=0):
+    config = GPTConfig(n_layer, n_head, 6 * n_head, block_size, TOKENIZER.vocab_size)
+    save_checkpoint(path, config, init_state_dict(config, seed), metadata={"tokenizer": TOKENIZER.to_json()})
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+def run(*args):
+    return transformer.main(["attention", *map(str, args)])
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    assert data[12:16] == b"IHDR" and data.rstrip(b"\x00")[-8:-4] == b"IEND", path
+    import matplotlib.image
+
+    assert matplotlib.image.imread(path).ndim == 3  # it decodes
+
+
+def script_data(html: str) -> dict:
+    found = re.search(r'<script id="attention-data" type="application/json">(.*?)</script>', html, re.DOTALL)
+    return json.loads(found.group(1))
+
+
+# ---- the files ----
+
+
+@pytest.mark.parametrize("impl", list(transformer.TIERS))
+def test_command_writes_pngs_and_page(ckpt, tmp_path, capsys, impl):
+    assert run(SENTENCE, "--ckpt", ckpt, "--impl", impl, "--out", tmp_path, "--layer", 0, "--head", 2) == 0
+    out = capsys.readouterr().out
+    for name in ("attention-grid.png", "attention-layer0-head2.png", "attention.html"):
+        assert (tmp_path / name).is_file() and str(tmp_path / name) in out
+    assert_png(tmp_path / "attention-grid.png")
+    assert_png(tmp_path / "attention-layer0-head2.png")
+    data = script_data((tmp_path / "attention.html").read_text(encoding="utf-8"))
+    assert (data["n_layer"], data["n_head"], data["n_tokens"]) == (2, 3, len(SENTENCE))
+    assert (data["layer"], data["head"]) == (0, 2) and data["text"] == SENTENCE
+
+
+def test_default_head_is_the_last_layers_first(ckpt, tmp_path):
+    assert run("To be", "--ckpt", ckpt, "--out", tmp_path) == 0  # the default tier (c)
+    assert (tmp_path / "attention-layer1-head0.png").is_file()
+
+
+def test_page_is_self_contained(ckpt, tmp_path):
+    sentence = "</script><script>alert()<!-- $x$"  # must stay data, not markup
+    assert run(sentence, "--ckpt", ckpt, "--impl", "numpy", "--out", tmp_path) == 0
+    html = (tmp_path / "attention.html").read_text(encoding="utf-8")
+    assert "__ATTENTION_DATA__" not in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(r"https?://", html)  # no URL at all: nothing to fetch, even from a script
+    assert not re.search(r"<(link|script)[^>]*\b(src|href)=(?![\"']data:)", html, re.IGNORECASE)
+    assert html.count("</script>") == 2  # the data's and the code's: the sentence did not close one
+    data = script_data(html)
+    assert data["text"] == sentence
+    # the weights inline, as float32 lower triangles
+    T = len(sentence)
+    packed = np.frombuffer(base64.b64decode(data["attention"]), dtype="<f4").reshape(2, 3, T * (T + 1) // 2)
+    assert np.all(packed >= 0) and np.allclose(packed[:, :, 0], 1.0)  # the first query sees only itself
+
+
+def test_weights_are_the_tiers_activations(ckpt):
+    model = impl_numpy.load(ckpt)
+    a = attention_weights(model, TOKENIZER, SENTENCE)
+    acts = model.activations(TOKENIZER.encode(SENTENCE)[None, :])
+    for layer in range(2):
+        np.testing.assert_array_equal(a.att[layer], acts[f"h.{layer}.attn.att"][0].astype(np.float32))
+    np.testing.assert_allclose(a.att.sum(-1), 1.0, rtol=1e-5)  # every query's weights sum to one
+    assert "".join(a.tokens) == SENTENCE and a.dropped == 0
+
+
+def test_long_sentence_keeps_the_last_block_size_tokens(ckpt, tmp_path, capsys):
+    sentence = "abcdefghij" * 5  # 50 tokens, block_size 32
+    assert run(sentence, "--ckpt", ckpt, "--impl", "numpy", "--out", tmp_path) == 0
+    assert "showing its last 32 tokens" in capsys.readouterr().out
+    data = script_data((tmp_path / "attention.html").read_text(encoding="utf-8"))
+    assert data["n_tokens"] == 32 and data["dropped"] == 18 and "".join(data["tokens"]) == sentence[-32:]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layer", "2"], "--layer 2 is out of range: the model has layers 0..1"),
+        (["--layer", "-1"], "--layer -1 is out of range"),
+        (["--head", "3"], "--head 3 is out of range: the model has heads 0..2"),
+        (["--head", "-1"], "--head -1 is out of range"),
+    ],
+)
+def test_out_of_range_head(ckpt, tmp_path, capsys, args, message):
+    assert run(SENTENCE, "--ckpt", ckpt, "--impl", "numpy", "--out", tmp_path, *args) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_bad_sentence_and_checkpoint(ckpt, tmp_path, capsys):
+    assert run("", "--ckpt", ckpt, "--impl", "numpy", "--out", tmp_path) == 2
+    assert "the sentence is empty" in capsys.readouterr().err
+    assert run("caf\u00e9 #1", "--ckpt", ckpt, "--impl", "numpy", "--out", tmp_path) == 2
+    assert "not in the tokenizer's vocabulary: '#1\u00e9'" in capsys.readouterr().err
+    assert run(SENTENCE, "--ckpt", tmp_path / "missing.safetensors", "--out", tmp_path) == 2
+    assert "no such checkpoint file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: the sentence and --ckpt are required
+        transformer.main(["attention", SENTENCE])
+    assert "--ckpt" in capsys.readouterr().err
+
+
+def test_render_html_escapes_the_data():
+    html = render_html({"text": "</script><!--", "n": 1})
+    assert "</script><!--" not in html and script_data(html)["text"] == "</script><!--"
+
+
+# ---- the page in a real browser ----
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol (one page, a websocket, JSON messages)."""
+
+    def __init__(self, profile, downloads):
+        import websocket  # websocket-client, in the test extra
+
+        self.process = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless=new",
+                "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-extensions",
+                "--disable-sync",
+                "--window-size=1400,1000",
+                "--remote-debugging-port=0",  # any free port; Chromium writes it into the profile
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            port = self._port(profile)
+            no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with no_proxy.open(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
+                page = next(t for t in json.load(r) if t["type"] == "page")
+            self.ws = websocket.create_connection(
+                page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True, http_no_proxy=["127.0.0.1"]
+            )
+        except BaseException:
+            self.close()
+            raise
+        self.events, self._id = [], 0
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.send(f"{domain}.enable")
+        self.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+
+    def _port(self, profile, timeout=60):
+        path, deadline = profile / "DevToolsActivePort", time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.is_file() and path.read_text().strip():
+                return int(path.read_text().split()[0])
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chromium exited with {self.process.returncode}")
+            time.sleep(0.05)
+        raise TimeoutError("chromium did not open its DevTools port")
+
+    def send(self, method, **params):
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self._id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_for(self, method, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for k, event in enumerate(self.events):
+                if event.get("method") == method:
+                    return self.events.pop(k)
+            self.ws.settimeout(max(0.01, deadline - time.monotonic()))
+            self.events.append(json.loads(self.ws.recv()))
+        raise TimeoutError(method)
+
+    def open(self, path):
+        self.events.clear()
+        self.send("Page.navigate", url=path.as_uri())
+        self.wait_for("Page.loadEventFired")
+
+    def js(self, expression):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def mouse(self, kind, x, y):
+        self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def click(self, selector):
+        """A real click (the mouse moves there, presses, releases), at the element's centre."""
+        self.js(f"document.querySelector({json.dumps(selector)}).scrollIntoView({{block: 'center'}})")
+        x, y = self.js(
+            f"(r => [r.x + r.width / 2, r.y + r.height / 2])"
+            f"(document.querySelector({json.dumps(selector)}).getBoundingClientRect())"
+        )
+        self.mouse("mouseMoved", x, y)
+        self.mouse("mousePressed", x, y)
+        self.mouse("mouseReleased", x, y)
+
+    def problems(self):
+        """Console errors, uncaught exceptions, and every request that left the page's own file."""
+        self.js("0")  # collect the events sent so far
+        found = []
+        for e in self.events:
+            method, params = e.get("method"), e.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                found.append(f"exception: {params['exceptionDetails']}")
+            elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+                found.append(f"console.{params['type']}: {params['args']}")
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                found.append(f"log: {params['entry']['text']}")
+            elif method == "Network.requestWillBeSent":
+                url = params["request"]["url"]
+                if not url.startswith(("file:", "data:", "blob:")):
+                    found.append(f"request: {url}")
+        return found
+
+    def close(self):
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    root = tmp_path_factory.mktemp("chromium")
+    (root / "downloads").mkdir()
+    b = Chromium(root / "profile", root / "downloads")
+    b.downloads = root / "downloads"
+    yield b
+    b.close()
+
+
+def shown(b):
+    return b.js("document.getElementById('main-canvas').dataset.heads")
+
+
+def pixels(b):
+    return b.js("document.getElementById('main-canvas').toDataURL()")
+
+
+def wait_for_file(folder, name, timeout=30):
+    path, deadline = folder / name, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and not list(folder.glob("*.crdownload")):
+            return path
+        time.sleep(0.05)
+    raise TimeoutError(f"no download {name}; in the folder: {sorted(p.name for p in folder.iterdir())}")
+
+
+def test_page_in_headless_chromium(browser, ckpt, tmp_path):
+    b = browser
+    model = impl_numpy.load(ckpt)
+    write_attention(model, TOKENIZER, SENTENCE, tmp_path, layer=1, head=0, log=lambda *_: None)
+    att = attention_weights(model, TOKENIZER, SENTENCE).att
+    b.open(tmp_path / "attention.html")
+
+    # the grid: layers x heads thumbnails, each a drawn canvas; the chosen head is in the main view
+    assert b.js("document.querySelectorAll('#grid .thumb').length") == 2 * 3
+    cells = b.js("[...document.querySelectorAll('#grid .thumb')].map(t => t.dataset.layer + t.dataset.head)")
+    assert cells == ["00", "01", "02", "10", "11", "12"]
+    drawn = "c => c.getContext('2d').getImageData(0, c.height - 2, 1, 1).data[3] === 255"  # bottom-left cell
+    assert b.js(f"[...document.querySelectorAll('#grid .thumb canvas')].every({drawn})")
+    assert shown(b) == "L1H0"
+    before = pixels(b)
+
+    # click a head: the main view shows it, locked, and stays when the mouse leaves
+    b.click('.thumb[data-layer="0"][data-head="1"] canvas')
+    b.mouse("mouseMoved", 5, 5)
+    assert shown(b) == "L0H1"
+    assert b.js("document.getElementById('view-title').textContent") == "layer 0, head 1 (locked)"
+    assert b.js("document.querySelector('.thumb.locked').dataset.head") == "1"
+    after = pixels(b)
+    assert after != before
+    # click it again: unlocked, back to the selection
+    b.click('.thumb[data-layer="0"][data-head="1"] canvas')
+    b.mouse("mouseMoved", 5, 5)
+    assert shown(b) == "L1H0" and b.js("document.querySelectorAll('.thumb.locked').length") == 0
+    assert pixels(b) == before
+
+    # toggle a second head into the view, then solo it
+    b.click('.thumb[data-layer="0"][data-head="2"] input.toggle')
+    b.mouse("mouseMoved", 5, 5)
+    assert shown(b) == "L0H2 L1H0"
+    b.click('.thumb[data-layer="0"][data-head="2"] button.solo')
+    b.mouse("mouseMoved", 5, 5)
+    assert shown(b) == "L0H2"
+
+    # the tooltip gives the exact weight of the cell under the mouse
+    i, j = 10, 4
+    x, y = b.js(
+        f"(() => {{ const r = document.getElementById('main-canvas').getBoundingClientRect();"
+        f" return [r.x + layout.left + ({j} + 0.5) * layout.cell, r.y + layout.top + ({i} + 0.5) * layout.cell]; }})()"
+    )
+    b.mouse("mouseMoved", x, y)
+    tip = b.js(
+        "document.getElementById('tooltip').hidden ? '' : document.getElementById('tooltip').textContent"
+    )
+    assert (
+        f"query #{i} \u2018{label(SENTENCE[i])}\u2019 \u2192 key #{j}" in tip and "(layer 0, head 2)" in tip
+    )
+    assert float(re.search(r"weight (\S+)", tip).group(1)) == pytest.approx(att[0, 2, i, j], rel=1e-5)
+
+    # the token-lines view and the other direction
+    b.click("input[name=view][value=lines]")
+    b.click("input[name=direction][value=k2q]")
+    assert b.js("document.getElementById('main-canvas').dataset.view") == "lines"
+    b.click("#strip span:nth-child(3)")  # pin a key token
+    assert "is attended by" in b.js("document.getElementById('tooltip').textContent")
+
+    # the exports: the view as a PNG, the data as JSON
+    b.click("#export-png")
+    png = wait_for_file(b.downloads, "attention-lines-layer0-head2.png")
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    b.click("#export-json")
+    exported = json.loads(wait_for_file(b.downloads, "attention.json").read_text())
+    np.testing.assert_allclose(np.array(exported["attention"]), att, rtol=0, atol=0)
+    assert exported["view"]["heads"] == [{"layer": 0, "head": 2}]
+
+    assert b.problems() == []
+
+
+def test_page_with_hundreds_of_tokens_in_headless_chromium(browser, tmp_path):
+    b = browser
+    ckpt = make_checkpoint(tmp_path / "long.safetensors", n_layer=1, n_head=2, block_size=320)
+    sentence = ("Now is the winter of our discontent made glorious summer by this sun of York;\n" * 4)[:300]
+    assert run(sentence, "--ckpt", ckpt, "--impl", "numpy", "--out", tmp_path) == 0
+    b.open(tmp_path / "attention.html")
+    assert b.js("document.querySelectorAll('#grid .thumb').length") == 2
+    for view in ("heatmap", "lines"):
+        b.click(f"input[name=view][value={view}]")
+        # the view is larger than its box, which scrolls
+        assert b.js("(s => s.scrollHeight > s.clientHeight)(document.getElementById('main-scroll'))"), view
+    assert b.problems() == []
