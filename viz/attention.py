@@ -95,8 +95,10 @@ def _tick_fontsize(cell_inches: float, T: int) -> tuple[float, int]:
 
 
 def _caption(a: Attention) -> str:
-    cut = f" (its last {len(a.ids)} tokens; {a.dropped} dropped to fit block_size)" if a.dropped else ""
-    return f"\u201c{_oneline(a.text)}\u201d{cut}"
+    if not a.dropped:
+        return f"\u201c{_oneline(a.text)}\u201d"
+    shown = "".join(a.tokens)  # what the heatmaps show: the sentence's end
+    return f"\u201c\u2026{_oneline(shown)}\u201d (the last {len(a.ids)} tokens; {a.dropped} dropped to fit block_size)"
 
 
 def plot_grid(a: Attention, path, title: str) -> None:
