@@ -27,7 +27,7 @@ from shared.schedule import AdamWConfig, lr_at
 from shared.tokenizer import CharTokenizer
 
 # --impl name -> the tier's module (each offers load / from_state_dict, shared/tier.py)
-TIERS = {"numpy": "impl_numpy", "c": "impl_c"}
+TIERS = {"numpy": "impl_numpy", "c": "impl_c", "tinygrad": "impl_tinygrad"}
 SUBCOMMANDS = ("train", "sample", "eval", "attention")
 
 

@@ -19,7 +19,7 @@ from benchmarks.flops import CEILING_N, ceiling_flops, op_flops
 from shared.config import get_config
 from shared.params import init_state_dict
 
-TIERS = {"numpy": "impl_numpy", "c": "impl_c"}
+TIERS = {"numpy": "impl_numpy", "c": "impl_c", "tinygrad": "impl_tinygrad"}
 REFERENCES = ["pytorch", "ceiling"]
 LR = 1e-3
 

@@ -7,6 +7,7 @@ TIERS = {
     "numpy": ("impl_numpy", np.float32),
     "numpy-float64": ("impl_numpy", np.float64),
     "c": ("impl_c", np.float32),
+    "tinygrad": ("impl_tinygrad", np.float32),
 }
 
 # the float64 reference every tier is checked against (SPEC.md "Tolerances")

@@ -6,11 +6,12 @@ import pytest
 
 import impl_c
 import impl_numpy
+import impl_tinygrad
 from shared.config import get_config
 from shared.errors import CheckpointError, ConfigError, InputError
 from shared.params import init_state_dict
 
-TIERS = [impl_numpy, impl_c]
+TIERS = [impl_numpy, impl_c, impl_tinygrad]
 
 CONFIG = get_config("tiny")  # V = 29, block_size = 16
 V, BLOCK = CONFIG.vocab_size, CONFIG.block_size
