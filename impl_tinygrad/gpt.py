@@ -39,13 +39,14 @@ NO_CLANG = (
 
 
 def default_device() -> str:
-    # tinygrad's choice of device. Without clang its CPU backend either finds "no usable devices" or,
-    # with a warm kernel cache, fails at the first new kernel: say what is missing instead.
+    # tinygrad's choice of device. Without clang its CPU backend either finds "no usable devices", or
+    # cannot run clang on its own start-up code (whichever renderer DEV names: CPU:X86 and CPU:LLVM
+    # too), or, with a warm kernel cache, fails at the first new kernel: say what is missing instead.
     clang = shutil.which(os.environ.get("CC", "clang"))
     try:
         device = Device.DEFAULT
         compiler = type(Device[device].compiler).__name__
-    except RuntimeError as e:
+    except (RuntimeError, OSError) as e:
         if clang is None:
             raise RuntimeError(NO_CLANG) from e
         raise
