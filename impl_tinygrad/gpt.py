@@ -164,9 +164,12 @@ class GPT:
         logits = gpt(self.params, idx, self.config, cache)
         return logits.realize(*[t for c in cache for t in c.values()])
 
-    def _step_fn(self, tokens, pos):
-        cache = self._caches[tokens.shape[0]]
-        logits = gpt(self.params, tokens, self.config, cache, pos)
+    def _step_fn(self, tokens_pos):
+        # tokens_pos: the B tokens, then their position (one input: each input costs a host-to-device
+        # transfer at every step)
+        B = tokens_pos.shape[0] - 1
+        cache = self._caches[B]
+        logits = gpt(self.params, tokens_pos[:B].reshape(B, 1), self.config, cache, tokens_pos[B:])
         return logits.realize(*[t for c in cache for t in c.values()])
 
     # ---- the tier interface ----
@@ -246,9 +249,8 @@ class GPT:
     def _step(self, tokens, pos: int) -> np.ndarray:
         # tokens (B,) at position pos, one position further through the cache -> logits (B, V)
         run = self._compiled(self._step_fn, tokens.shape[0])
-        tokens = Tensor(np.array(tokens[:, None], dtype=np.int32), device=self.device)
-        pos = Tensor(np.array([pos], dtype=np.int32), device=self.device)
-        return run(tokens, pos).numpy()[:, 0].copy()
+        tokens_pos = Tensor(np.array([*tokens, pos], dtype=np.int32), device=self.device)
+        return run(tokens_pos).numpy()[:, 0].copy()
 
     def decode(self, idx, n_prefill=1):
         idx = check_idx(idx, self.config)
