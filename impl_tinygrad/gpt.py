@@ -8,14 +8,15 @@
 # attention keeps position t blind to the positions after it, and the padded positions are not counted
 # in the loss, so their gradient is exactly zero. The decode step runs on (B, 1) with a cache of
 # block_size slots. So a model compiles at most five graphs per batch size (forward, backward,
-# activations, prefill, decode step) and one optimizer step.
+# activations, prefill, decode step) and one optimizer step, and, when the benchmarks ask for one block's
+# attention or the whole block on its own, one graph per batch size and layer for each.
 import os
 import shutil
 
 import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 
-from impl_tinygrad.model import cross_entropy, gpt, new_cache
+from impl_tinygrad.model import attention, block, cross_entropy, gpt, new_cache
 from impl_tinygrad.optim import adamw_scalars, adamw_step, clip_grad_norm
 from shared.checkpoint import OptimizerState, load_model, save_checkpoint
 from shared.checks import (
@@ -24,6 +25,7 @@ from shared.checks import (
     check_idx,
     check_lr,
     check_n_prefill,
+    check_piece,
     check_targets,
 )
 from shared.config import GPTConfig
@@ -136,11 +138,19 @@ class GPT:
         out[:, : a.shape[1]] = a
         return Tensor(out, device=self.device)
 
-    def _compiled(self, fn, B):
-        # one compiled graph per function and batch size
-        if (fn.__name__, B) not in self._jit:
-            self._jit[fn.__name__, B] = compiled(fn)
-        return self._jit[fn.__name__, B]
+    def _floats(self, x) -> Tensor:
+        # a block's input (B, T, C) as float32, padded with zeros to block_size positions
+        out = np.zeros((x.shape[0], self.config.block_size, x.shape[2]), dtype=np.float32)
+        out[:, : x.shape[1]] = x
+        return Tensor(out, device=self.device)
+
+    def _compiled(self, fn, *shape):
+        # one compiled graph per function and shape: the batch size (and, for a block's piece, the
+        # layer, whose weights the graph holds)
+        key = (fn.__name__, *shape)
+        if key not in self._jit:
+            self._jit[key] = compiled(fn)
+        return self._jit[key]
 
     # ---- the compiled graphs ----
     def _forward_fn(self, idx, targets):
@@ -158,6 +168,12 @@ class GPT:
         g = self._g if self.adamw.grad_clip is None else clip_grad_norm(self._g, self.adamw.grad_clip)
         adamw_step(self._p, g, self._m, self._v, self._decayed, scalars, self.adamw)
         Tensor.realize(self._p, self._m, self._v)
+
+    def _attention_fn(self, x, layer):
+        return attention(x, self.params, f"h.{layer}.", self.config).realize()
+
+    def _block_fn(self, x, layer):
+        return block(x, self.params, layer, self.config).realize()
 
     def _prefill_fn(self, idx):
         cache = self._caches[idx.shape[0]]
@@ -236,6 +252,17 @@ class GPT:
             n: (t.numpy()[:, :, :T, :T] if n.endswith(".att") else t.numpy()[:, :T]).copy()
             for n, t in acts.items()
         }
+
+    # one piece of the forward on its own (the benchmarks time them); padded like the whole model
+    def attention_forward(self, x, layer=0):
+        B, T, _ = check_piece(x, layer, self.config).shape
+        run = self._compiled(self._attention_fn, B, int(layer))
+        return run(self._floats(x), int(layer)).numpy()[:, :T].copy()
+
+    def block_forward(self, x, layer=0):
+        B, T, _ = check_piece(x, layer, self.config).shape
+        run = self._compiled(self._block_fn, B, int(layer))
+        return run(self._floats(x), int(layer)).numpy()[:, :T].copy()
 
     # ---- the KV cache ----
     def _prefill(self, window) -> np.ndarray:
