@@ -30,7 +30,7 @@ from shared.checks import (
 )
 from shared.config import GPTConfig
 from shared.errors import InputError
-from shared.params import check_state_dict, is_decayed, num_params, param_shapes
+from shared.params import check_state_dict, is_decayed, param_shapes
 from shared.sampling import generate_tokens
 from shared.schedule import AdamWConfig
 
@@ -55,6 +55,22 @@ def default_device() -> str:
     if compiler == "ClangCompiler" and clang is None:
         raise RuntimeError(NO_CLANG)
     return device
+
+
+# Each parameter's slot in the flat buffers starts at a multiple of ALIGN floats (64 bytes): tinygrad's
+# CPU kernels read a parameter's view with vector loads that assume an aligned address, and crash where
+# it is not (a float4 load at an offset of 98 floats, with n_embd 14 and vocab_size 7). The gaps hold
+# zeros in the parameters, gradients and moments, and AdamW keeps them zero (g = 0: m = v = 0, no step).
+ALIGN = 16
+
+
+def slots(config: GPTConfig) -> tuple[dict, int]:
+    # canonical name -> (offset, shape) in the flat buffers, canonical order; and the buffers' length
+    out, offset = {}, 0
+    for name, shape in param_shapes(config).items():
+        out[name] = (offset, shape)
+        offset += -(-int(np.prod(shape)) // ALIGN) * ALIGN
+    return out, offset
 
 
 def compiled(fn):
@@ -83,18 +99,20 @@ class GPT:
         self.adamw = adamw or AdamWConfig()
         self.device = default_device()
         # The parameters, their gradients and the AdamW moments are each one flat buffer in canonical
-        # order (as in the C tier), so the optimizer is a handful of kernels. The model reads the
-        # parameters, and writes the gradients, through one buffer view per canonical name (memory
-        # shared, no copy): to a kernel a view is a buffer of its own, so a layer's kernels are the
-        # same for every layer and compile once. All are updated in place (assign), never replaced:
-        # the compiled graphs hold their buffers.
-        self._shapes = param_shapes(config)
+        # order (as in the C tier, with aligned slots), so the optimizer is a handful of kernels. The
+        # model reads the parameters, and writes the gradients, through one buffer view per canonical
+        # name (memory shared, no copy): to a kernel a view is a buffer of its own, so a layer's
+        # kernels are the same for every layer and compile once. All are updated in place (assign),
+        # never replaced: the compiled graphs hold their buffers.
+        self._slots, self._size = slots(config)
         self._p = self._put(self._flat(state))
         self._g, self._m, self._v = (self._zeros() for _ in range(3))
         Tensor.realize(self._p, self._g, self._m, self._v)
         self.params, self._grads = self._views(self._p), self._views(self._g)
-        decayed = [np.full(int(np.prod(s)), is_decayed(n, s)) for n, s in self._shapes.items()]
-        self._decayed = Tensor(np.concatenate(decayed), device=self.device).realize()
+        decayed = np.zeros(self._size, dtype=bool)
+        for name, (offset, shape) in self._slots.items():
+            decayed[offset : offset + int(np.prod(shape))] = is_decayed(name, shape)
+        self._decayed = Tensor(decayed, device=self.device).realize()
         self.step = 0
         self._adamw = compiled(self._adamw_fn)
         self._jit = {}  # (graph, B) -> compiled graph
@@ -102,24 +120,25 @@ class GPT:
 
     # ---- host <-> device ----
     def _flat(self, tensors: dict) -> np.ndarray:
-        return np.concatenate([np.asarray(tensors[n], dtype=np.float32).reshape(-1) for n in self._shapes])
+        out = np.zeros(self._size, dtype=np.float32)  # the gaps between the slots stay zero
+        for name, (offset, shape) in self._slots.items():
+            out[offset : offset + int(np.prod(shape))] = np.asarray(tensors[name]).reshape(-1)
+        return out
 
     def _split(self, flat: Tensor) -> dict:
-        a, out, offset = flat.numpy(), {}, 0
-        for name, shape in self._shapes.items():
-            size = int(np.prod(shape))
-            out[name] = a[offset : offset + size].reshape(shape).copy()
-            offset += size
-        return out
+        a = flat.numpy()
+        return {
+            name: a[offset : offset + int(np.prod(shape))].reshape(shape).copy()
+            for name, (offset, shape) in self._slots.items()
+        }
 
     def _views(self, flat: Tensor) -> dict:
         # realizing a contiguous slice of a buffer makes a view of that buffer, not a copy; a copy
         # would leave the model reading parameters the optimizer never updates, so it is checked
-        out, offset = {}, 0
-        for name, shape in self._shapes.items():
-            size = int(np.prod(shape))
-            out[name] = flat[offset : offset + size].reshape(shape).contiguous()
-            offset += size
+        out = {
+            name: flat[offset : offset + int(np.prod(shape))].reshape(shape).contiguous()
+            for name, (offset, shape) in self._slots.items()
+        }
         Tensor.realize(*out.values())
         if not all(t.uop.buffer.base is flat.uop.buffer for t in out.values()):
             raise RuntimeError("tinygrad copied a parameter view instead of sharing the flat buffer")
@@ -130,7 +149,7 @@ class GPT:
         return Tensor(np.array(a, dtype=np.float32), device=self.device).contiguous()
 
     def _zeros(self) -> Tensor:
-        return Tensor.zeros(num_params(self.config), dtype=dtypes.float32, device=self.device).contiguous()
+        return Tensor.zeros(self._size, dtype=dtypes.float32, device=self.device).contiguous()
 
     def _ints(self, a, fill=0) -> Tensor:
         # token ids (fill 0) or targets (fill -1) as int32, padded to block_size positions

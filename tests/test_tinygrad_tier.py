@@ -1,11 +1,17 @@
-# The tinygrad tier's own set-up check, beside the conformance suite (which checks its numbers):
-# without clang, tinygrad's CPU backend cannot compile a kernel, and the tier says how to install it.
+# The tinygrad tier's own checks, beside the conformance suite (which checks its numbers): without
+# clang, tinygrad's CPU backend cannot compile a kernel, and the tier says how to install it; parameter
+# slots aligned for tinygrad's vector loads.
+import numpy as np
 import pytest
 from tinygrad import Device
 
+import impl_numpy
 import impl_tinygrad
-from shared.config import get_config
+from conformance.compare import random_state_dict
+from impl_tinygrad.gpt import ALIGN, slots
+from shared.config import GPTConfig, get_config
 from shared.params import init_state_dict
+from shared.tolerances import FLOAT32, rel_l2
 
 
 def test_missing_clang_is_a_clear_error(monkeypatch):
@@ -15,3 +21,19 @@ def test_missing_clang_is_a_clear_error(monkeypatch):
     config = get_config("tiny")
     with pytest.raises(RuntimeError, match=r"clang, which is not installed \(install it with `apt-get"):
         impl_tinygrad.from_state_dict(config, init_state_dict(config))
+
+
+def test_parameters_whose_sizes_are_not_multiples_of_the_vector_width():
+    # with n_embd 14 and vocab_size 7 a parameter at its unpadded offset in the flat buffer starts at
+    # 98 floats, where tinygrad's aligned vector loads crashed the process: its slot is aligned now
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=14, block_size=8, vocab_size=7)
+    state = random_state_dict(config, seed=0)
+    idx = np.random.default_rng(0).integers(0, config.vocab_size, size=(3, 5))
+    model = impl_tinygrad.from_state_dict(config, state)
+    reference = impl_numpy.from_state_dict(config, state, dtype=np.float64)
+    offsets = [offset for offset, _ in slots(config)[0].values()]
+    assert all(offset % ALIGN == 0 for offset in offsets)
+    assert rel_l2(model.forward(idx)[0], reference.forward(idx)[0]) < FLOAT32["logits"]
+    assert list(model.state_dict()) == list(state)
+    for name, w in model.state_dict().items():
+        np.testing.assert_array_equal(w, state[name].astype(np.float32), err_msg=name)
