@@ -3,6 +3,7 @@
 # again for the standalone program, but never sees an input the Python side would reject.
 import ctypes
 import functools
+import os
 from ctypes import POINTER, c_char_p, c_float, c_int, c_int32, c_size_t, c_void_p
 
 import numpy as np
@@ -34,9 +35,28 @@ class CConfig(ctypes.Structure):
     _fields_ = [(name, c_int) for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")]
 
 
+# OpenMP's threads wait for each other at the end of every parallel loop, and libgomp has them spin
+# 300,000 turns before they sleep. When another process holds one of the cores, a spinning thread
+# takes the time its partner needs, and a training step can take ten times as long (measured on 2 cores
+# beside a busy process: medians of 90 ms to 1 s against 28 ms quiet). A spin of 10,000 turns costs
+# nothing measurable on a quiet machine (shakespeare step 26-33 ms, the default 27-31 ms, PyTorch's
+# unchanged) and collapses less. libgomp reads its settings once, when it is first loaded into the
+# process (by this library, or earlier by another, PyTorch's included); set GOMP_SPINCOUNT or
+# OMP_WAIT_POLICY yourself to choose otherwise (OMP_WAIT_POLICY=passive: steady under load, 15% slower
+# on a quiet machine).
+SHORT_SPIN = "10000"
+
+
 @functools.cache
 def library() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(library_path()))
+    chosen = "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ
+    if not chosen:
+        os.environ["GOMP_SPINCOUNT"] = SHORT_SPIN
+    try:
+        lib = ctypes.CDLL(str(library_path()))
+    finally:
+        if not chosen:
+            del os.environ["GOMP_SPINCOUNT"]
     f = POINTER(c_float)
     signatures = {
         "gpt_create": (c_void_p, [CConfig, c_char_p, c_size_t]),
