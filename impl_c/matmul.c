@@ -341,6 +341,45 @@ static void gemm_blocked(int M, int N, int K, const float *a, long rsa, long csa
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
+// A few rows of A (decoding, one token at a time): packing would copy all of B, the whole weight, for a
+// few rows of work, so each row is computed straight from B instead. Columns are split into fixed
+// chunks over the threads, each element summed over k in order by one thread.
+#define GEMV_MAX_ROWS 4
+#define GEMV_CHUNK 256
+
+static void gemv_rows(int M, int N, int K, const float *a, long rsa, long csa, const float *b, long rsb,
+                      long csb, float *c, long ldc, int accumulate, const float *bias) {
+#pragma omp parallel for schedule(static) if ((long)M * N * K > 2e5)
+    for (int j0 = 0; j0 < N; j0 += GEMV_CHUNK) {
+        int j1 = imin(N, j0 + GEMV_CHUNK);
+        for (int i = 0; i < M; i++) {
+            const float *ai = a + i * rsa;
+            float *ci = c + i * ldc;
+            float acc[GEMV_CHUNK];
+            if (csb == 1) {  // rows of B contiguous (a weight W): acc += a[i][k] * W[k][j0 .. j1]
+                for (int j = j0; j < j1; j++) acc[j - j0] = 0.0f;
+                for (int k = 0; k < K; k++) {
+                    float aik = ai[k * csa];
+                    const float *bk = b + k * rsb;
+#pragma omp simd
+                    for (int j = j0; j < j1; j++) acc[j - j0] += aik * bk[j];
+                }
+            } else {  // columns of B contiguous (wte read transposed): one dot product per column
+                for (int j = j0; j < j1; j++) {
+                    const float *bj = b + j * csb;
+                    float sum = 0.0f;
+                    for (int k = 0; k < K; k++) sum += ai[k * csa] * bj[k * rsb];
+                    acc[j - j0] = sum;
+                }
+            }
+            for (int j = j0; j < j1; j++) {
+                float start = accumulate ? ci[j] : bias != NULL ? bias[j] : 0.0f;
+                ci[j] = start + acc[j - j0];
+            }
+        }
+    }
+}
+
 // gemm, where an overwritten c starts from bias (N floats, one per column; NULL: from 0)
 static int gemm_bias(int M, int N, int K, const float *a, long rsa, long csa, const float *b, long rsb,
                      long csb, float *c, long ldc, int accumulate, const float *bias) {
@@ -349,6 +388,10 @@ static int gemm_bias(int M, int N, int K, const float *a, long rsa, long csa, co
         for (int i = 0; i < M && !accumulate; i++) {
             for (int j = 0; j < N; j++) c[i * ldc + j] = bias != NULL ? bias[j] : 0.0f;
         }
+        return 0;
+    }
+    if (M <= GEMV_MAX_ROWS) {
+        gemv_rows(M, N, K, a, rsa, csa, b, rsb, csb, c, ldc, accumulate, bias);
         return 0;
     }
     // threads only pay off above a few hundred thousand multiply-adds; the result is the same either way

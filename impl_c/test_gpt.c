@@ -364,7 +364,7 @@ static void test_pieces(void) {
 
 static void test_gradcheck(void) {
     // directional finite differences per tensor: (L(p + h d) - L(p - h d)) / 2h against grad . d, for a
-    // random direction d over the tensor; float32 losses, so h is large and the tolerance loose
+    // random unit direction d over the tensor; float32 losses, so h is large and the tolerance loose
     GPTConfig c = {.n_layer = 2, .n_head = 2, .n_embd = 8, .block_size = 8, .vocab_size = 11};
     int B = 2, T = 7;
     GPT *m = create(c);
@@ -381,7 +381,12 @@ static void test_gradcheck(void) {
     size_t offset = 0;
     for (int i = 0; i < gpt_num_tensors(c); i++) {
         size_t numel = gpt_tensor_numel(c, i);
+        // a random direction of unit length: a step of h along it stays where the loss is close to
+        // linear, whatever the tensor's size
         float *d = randn(numel, 1.0f), *p0 = copy_of(p + offset, numel);
+        double norm = 0.0;
+        for (size_t j = 0; j < numel; j++) norm += (double)d[j] * d[j];
+        for (size_t j = 0; j < numel; j++) d[j] = (float)(d[j] / sqrt(norm));
         double analytic = 0.0;
         for (size_t j = 0; j < numel; j++) analytic += (double)grads[offset + j] * d[j];
         for (size_t j = 0; j < numel; j++) p[offset + j] = p0[j] + (float)h * d[j];
@@ -477,6 +482,12 @@ int main(void) {
     test_gemm_strided(37, 29, 300, 1, 1, 1);
     test_gemm_strided(150, 17, 9, 1, 0, 1);
     test_gemm_strided(13, 70, 65, 0, 1, 0);
+    // a few rows (decoding) take the unpacked path: every transpose, columns past one chunk of 256
+    test_gemm_strided(1, 300, 65, 0, 0, 1);
+    test_gemm_strided(3, 513, 40, 1, 1, 0);
+    test_gemm_strided(4, 70, 129, 0, 1, 1);
+    test_gemm_strided(2, 257, 7, 1, 0, 0);
+    test_head(3, 48, 4100);
     test_layers();
     test_determinism();
     test_kv_cache();
