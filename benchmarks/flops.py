@@ -42,6 +42,6 @@ def op_flops(op: str, config: GPTConfig, B: int, T: int) -> int:
         return 3 * forward_flops(config, B, T)
     if op == "generate":  # batch 1: one position at a time through the KV cache, T - 1 of them
         return sum(forward_flops(config, 1, 1, keys=p + 1) for p in range(T - 1))
-    if op == "recompute":  # batch 1: the whole prefix of length t for each new token
-        return sum(forward_flops(config, 1, t) for t in range(1, T))
+    if op == "recompute":  # batch 1: one new token without the cache, the whole prefix of T through
+        return forward_flops(config, 1, T)
     raise ValueError(f"unknown operation {op!r}")

@@ -23,7 +23,7 @@ PYTORCH_TARGETS = [
 ]
 CEILING_TARGETS = [("c", "forward+backward", "gpt2-B4", 0.75)]  # fraction of the matmul ceiling
 ROW_ORDER = {"pytorch": 8, "ceiling": 9}  # the tiers first, then the references
-KV_SPEEDUP = 5.0  # KV-cache decoding against recomputing the prefix, per token, at T = 64
+KV_SPEEDUP = 5.0  # a token through the KV cache against recomputing the whole prefix (T = 64)
 
 
 def load(path) -> tuple[list[dict], dict]:
@@ -104,13 +104,15 @@ def targets(rows) -> list[str]:
             )
     for (impl, op, case), r in sorted(by_key.items()):
         slow = by_key.get((impl, "recompute", case))
-        if op != "generate" or slow is None or impl in ROW_ORDER:
+        if op != "generate" or slow is None or impl in ROW_ORDER or "tokens_per_s" not in r:
             continue
-        speedup = slow["median"] / r["median"]
+        if r.get("T") != 64:  # the target is set at T = 64
+            continue
+        speedup = r["tokens_per_s"] / slow["tokens_per_s"]
         verdict = "met" if speedup >= KV_SPEEDUP else "NOT met"
         lines.append(
-            f"{impl} generation {case}: the KV cache is {speedup:.1f}x faster than recomputing "
-            f"(target at least {KV_SPEEDUP:.0f}x): {verdict}"
+            f"{impl} generation {case}: a token through the KV cache is {speedup:.1f}x faster than "
+            f"recomputing the whole prefix (target at least {KV_SPEEDUP:.0f}x): {verdict}"
         )
     return lines
 

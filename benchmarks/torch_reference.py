@@ -110,15 +110,6 @@ def forward_backward(model, idx, targets):
 
 
 @torch.no_grad()
-def generate_recompute(model: TorchGPT, idx, max_new_tokens: int):
-    """Greedy decoding without the cache: the whole prefix again for every new token."""
-    for _ in range(max_new_tokens):
-        logits, _ = model(idx)
-        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return idx
-
-
-@torch.no_grad()
 def generate_greedy(model: TorchGPT, idx, max_new_tokens: int):
     """Greedy decoding with the KV cache, for prompts that stay within block_size."""
     cache = [{} for _ in model.h]
