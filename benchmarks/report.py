@@ -2,6 +2,7 @@
 
     pytest benchmarks --benchmark-json out/bench.json     # add -m "slow or not slow" for gpt2 as well
     python -m benchmarks.report out/bench.json --md out/bench.md --png out/bench.png
+    python -m benchmarks.report quick.json slow.json    # several runs: each group from the last holding it
 
 The table gives, per group (one operation on one config, every row measured in the same run): the
 median time, tokens per second (generation), model GFLOP/s, the fraction of the machine's ceiling (numpy's
@@ -152,13 +153,22 @@ def chart(rows, info, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("json", help="the file written by pytest --benchmark-json")
+    p.add_argument(
+        "json",
+        nargs="+",
+        help="files written by pytest --benchmark-json; a group found in several is taken from the last",
+    )
     p.add_argument("--md", help="write the table here (default: print it)")
     p.add_argument("--png", help="write the chart of ratios to PyTorch here")
     args = p.parse_args(argv)
-    rows, info = load(args.json)
+    rows, info = [], {}
+    for path in args.json:  # every row of a group from one run: a later file's group replaces it whole
+        file_rows, info = load(path)
+        rows = [r for r in rows if r["group"] not in {f["group"] for f in file_rows}] + file_rows
     if not rows:
-        raise SystemExit(f"{args.json} holds no timed benchmarks (was it run with --benchmark-disable?)")
+        raise SystemExit(
+            f"{' '.join(args.json)} holds no timed benchmarks (was it run with --benchmark-disable?)"
+        )
     text = table(rows, info)
     if args.md:
         Path(args.md).write_text(text)
