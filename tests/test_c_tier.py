@@ -165,29 +165,13 @@ def text_file(tmp_path):
     return path
 
 
+def small_model(n_layer: int) -> list[str]:
+    return f"--n-layer {n_layer} --n-head 2 --n-embd 16 --block-size 16".split()
+
+
 def test_program_trains_and_resumes_exactly(program, text_file, tmp_path):
-    common = [
-        "--data",
-        str(text_file),
-        "--n-layer",
-        "2",
-        "--n-head",
-        "2",
-        "--n-embd",
-        "16",
-        "--block-size",
-        "16",
-        "--batch-size",
-        "4",
-        "--eval-iters",
-        "1",
-        "--eval-interval",
-        "3",
-        "--decay-steps",
-        "6",
-        "--threads",
-        "2",
-    ]
+    common = ["--data", str(text_file), *small_model(2), "--batch-size", "4", "--eval-iters", "1"]
+    common += ["--eval-interval", "3", "--decay-steps", "6", "--threads", "2"]
     out = train(
         program, *common, "--steps", "6", "--out", str(tmp_path / "straight.safetensors"), cwd=tmp_path
     )
@@ -209,20 +193,8 @@ def test_program_checkpoint_loads_in_the_python_tiers_and_samples(program, text_
         program,
         "--data",
         str(text_file),
-        "--n-layer",
-        "1",
-        "--n-head",
-        "2",
-        "--n-embd",
-        "16",
-        "--block-size",
-        "16",
-        "--steps",
-        "4",
-        "--eval-interval",
-        "2",
-        "--eval-iters",
-        "1",
+        *small_model(1),
+        *["--steps", "4", "--eval-interval", "2", "--eval-iters", "1"],
         "--out",
         str(ckpt),
         cwd=tmp_path,
