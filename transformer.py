@@ -131,9 +131,52 @@ def sample_text(
 
 
 def cmd_train(args):
+    """Trains with each tier named by --impl in turn; with several, draws their loss curves together."""
+    if args.resume and len(args.impl) > 1:
+        raise GPTError("--resume continues one run: name one --impl")
+    runs = {impl: train_one(args, impl) for impl in args.impl}
+    if len(runs) > 1 or args.curves:
+        path = Path(args.out) / f"{args.config}-curves.png"
+        write_curves(runs, path)
+        print(f"\nloss curves: {path} (data: {path.with_suffix('.json')})")
+        for impl, r in runs.items():
+            print(f"  {impl:9s} validation loss {r['val']:.4f}, {r['wall']:.0f} s")
+    return 0
+
+
+def write_curves(runs: dict, path: Path):
+    """Training and validation loss of each run against step and against wall-clock time, one color per
+    tier (train dashed, validation solid), as a PNG, and the numbers as JSON beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(runs, indent=1))
+    colors = ["#0072B2", "#E69F00", "#009E73", "#CC79A7"]  # colorblind-safe (Okabe-Ito)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for (impl, r), color in zip(runs.items(), colors):
+        h = r["history"]
+        for ax, x in zip(axes, (h["step"], h["time"])):
+            ax.plot(x, h["train"], "--", color=color, alpha=0.7)
+            ax.plot(x, h["val"], "-", color=color, label=f"{impl} (val {r['val']:.3f}, {r['wall']:.0f} s)")
+    axes[0].set_xlabel("step")
+    axes[1].set_xlabel("wall-clock time (s)")
+    axes[0].set_ylabel("loss (dashed: train, solid: validation)")
+    axes[1].legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle("Tiny Shakespeare, one line per tier")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train_one(args, impl: str) -> dict:
     text_path = shakespeare_path(args.data)
     text = text_path.read_text(encoding="utf-8")
-    tier = tier_module(args.impl)
+    tier = tier_module(impl)
     dtype = np.dtype(args.dtype)
     if args.resume:
         # the run's own settings, tokenizer and AdamW state come from the checkpoint; --steps may extend it
@@ -163,10 +206,10 @@ def cmd_train(args):
         dataset = CharDataset(text)
         config = get_config(args.config, vocab_size=dataset.tokenizer.vocab_size)
         model = tier.from_state_dict(config, init_state_dict(config, args.seed), dtype=dtype, adamw=s.adamw)
-        out = Path(args.out) / f"{args.config}-{args.impl}.safetensors"
+        out = Path(args.out) / f"{args.config}-{impl}.safetensors"
     config = model.config
     print(f"data: {text_path} ({len(dataset.train):,} train / {len(dataset.val):,} val characters)")
-    print(f"model: {args.impl} tier, {dtype}, {config}, {num_params(config):,} parameters")
+    print(f"model: {impl} tier, {dtype}, {config}, {num_params(config):,} parameters")
     if args.verbose:
         print(f"settings: {s}")
     start = time.perf_counter()
@@ -190,7 +233,7 @@ def cmd_train(args):
     if args.sample_tokens:
         print("\n--- sample ---")
         print(sample_text(model, dataset.tokenizer, "\n", args.sample_tokens, 0.8, None, args.seed))
-    return 0
+    return {"history": history, "val": val, "wall": wall}
 
 
 def _load_for_use(args):
@@ -238,7 +281,7 @@ def build_parser():
     )
     sub = p.add_subparsers(dest="command")
 
-    def common(q, impl="numpy"):
+    def common(q, impl="c"):
         q.add_argument(
             "--impl", choices=list(TIERS), default=impl, help=f"which tier computes (default: {impl})"
         )
@@ -246,7 +289,17 @@ def build_parser():
         q.add_argument("-v", "--verbose", action="store_true", help="print more detail")
 
     t = sub.add_parser("train", help="train on Tiny Shakespeare (the default command)")
-    common(t)
+    t.add_argument(
+        "--impl",
+        nargs="+",
+        choices=list(TIERS),
+        default=["c"],
+        help="the tier that trains (default: c, the fastest); several train in turn, and their loss curves "
+        "are drawn together in OUT/CONFIG-curves.png",
+    )
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
+    t.add_argument("-v", "--verbose", action="store_true", help="print more detail")
+    t.add_argument("--curves", action="store_true", help="draw the loss curves for a single tier too")
     t.add_argument("--config", choices=list(PRESETS), default="shakespeare", help="model size preset")
     t.add_argument(
         "--data",

@@ -1,5 +1,6 @@
 # Training end to end on Tiny Shakespeare: it learns (beats the unigram baseline), and a run resumed
 # from a checkpoint continues exactly as if it had not stopped.
+import json
 import os
 from pathlib import Path
 
@@ -82,6 +83,24 @@ def test_command_line_train_sample_eval(tmp_path, capsys, monkeypatch, impl):
     assert "val loss" in capsys.readouterr().out
 
 
+def test_command_line_trains_several_tiers_and_draws_their_curves(tmp_path, capsys, monkeypatch):
+    if not os.environ.get("TINYSHAKESPEARE"):
+        monkeypatch.setenv("TINYSHAKESPEARE", str(REPO_DATA))
+    args = ["--impl", "numpy", "c", "--config", "tiny", "--batch-size", "2", "--steps", "4"]
+    args += ["--eval-interval", "2", "--eval-iters", "1", "--final-eval-iters", "2", "--sample-tokens", "0"]
+    assert transformer.main([*args, "--out", str(tmp_path)]) == 0
+    assert "loss curves:" in capsys.readouterr().out
+    assert (tmp_path / "tiny-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = json.loads((tmp_path / "tiny-curves.json").read_text())
+    assert list(runs) == ["numpy", "c"]
+    for r in runs.values():
+        assert r["history"]["step"] == [0, 2, 4] and len(r["history"]["val"]) == 3
+    # the same batches and init: the tiers' losses agree to float32 rounding
+    assert abs(runs["numpy"]["val"] - runs["c"]["val"]) < 1e-4
+    assert transformer.main(["--impl", "numpy", "c", "--resume", str(tmp_path / "tiny-c.safetensors")]) == 2
+    assert "--resume continues one run" in capsys.readouterr().err
+
+
 def test_command_line_errors_are_clear(tmp_path, capsys):
     assert transformer.main(["sample", "--ckpt", str(tmp_path / "missing.safetensors")]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err
@@ -94,6 +113,8 @@ def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(tmp_pat
     if not os.environ.get("TINYSHAKESPEARE"):
         monkeypatch.setenv("TINYSHAKESPEARE", str(REPO_DATA))
     args = [
+        "--impl",
+        "numpy",
         "--config",
         "tiny",
         "--steps",
@@ -102,13 +123,8 @@ def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(tmp_pat
         "3",
         "--eval-iters",
         "1",
-        "--final-eval-iters",
-        "1",
-        "--sample-tokens",
-        "0",
-        "--batch-size",
-        "2",
     ]
+    args += ["--final-eval-iters", "1", "--sample-tokens", "0", "--batch-size", "2"]
     assert transformer.main([*args, "--out", str(tmp_path / "straight")]) == 0
 
     real_step = impl_numpy.GPT.train_step
@@ -124,7 +140,7 @@ def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(tmp_pat
     monkeypatch.setattr(impl_numpy.GPT, "train_step", real_step)
     ckpt = tmp_path / "crashed" / "tiny-numpy.safetensors"
     assert impl_numpy.load(ckpt).step == 3
-    assert transformer.main(["--resume", str(ckpt)]) == 0
+    assert transformer.main(["--impl", "numpy", "--resume", str(ckpt)]) == 0
     assert "resumed" in capsys.readouterr().out
 
     straight = impl_numpy.load(tmp_path / "straight" / "tiny-numpy.safetensors")
