@@ -4,6 +4,7 @@ python transformer.py                      # train the shakespeare config (numpy
 python transformer.py sample --ckpt out/shakespeare-numpy.safetensors --prompt "ROMEO:"
 python transformer.py eval --ckpt out/shakespeare-numpy.safetensors
 python transformer.py attention "ROMEO: But soft" --ckpt out/shakespeare-numpy.safetensors
+python transformer.py grok                 # grokking on modular addition (C tier)
 """
 
 import argparse
@@ -28,7 +29,7 @@ from shared.tokenizer import CharTokenizer
 
 # --impl name -> the tier's module (each offers load / from_state_dict, shared/tier.py)
 TIERS = {"numpy": "impl_numpy", "c": "impl_c", "tinygrad": "impl_tinygrad"}
-SUBCOMMANDS = ("train", "sample", "eval", "attention")
+SUBCOMMANDS = ("train", "sample", "eval", "attention", "grok")
 
 
 def tier_module(name: str):
@@ -275,6 +276,44 @@ def cmd_attention(args):
     return 0
 
 
+def cmd_grok(args):
+    from experiments.grok import GrokSettings, run
+
+    s = GrokSettings(
+        p=args.p,
+        train_frac=args.train_frac,
+        steps=args.steps,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_embd=args.n_embd,
+        eval_interval=args.eval_interval,
+        seed=args.seed,
+    )
+    from tqdm import tqdm
+
+    result = run(
+        tier_module(args.impl),
+        args.impl,
+        s,
+        args.out,
+        log=tqdm.write,
+        stop_after=args.stop_after,
+        dtype=np.dtype(args.dtype),
+    )
+    m = result["metrics"]
+    print(f"training accuracy first >= 99% at step {m['train_99_step']}")
+    print(f"validation accuracy first >= 99% at step {m['val_99_step']}")
+    print(
+        f"final: train acc {m['final_train_acc']:.4f}, val acc {m['final_val_acc']:.4f} after {m['steps']} steps"
+    )
+    print(f"wall time {m['wall_s']:.0f} s; key frequencies of the embedding: {m['key_frequencies']}")
+    for kind, path in result["paths"].items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, prog="transformer.py"
@@ -351,6 +390,27 @@ def build_parser():
     a.add_argument("--layer", type=int, default=None, help="the head shown alone: its layer (default: last)")
     a.add_argument("--head", type=int, default=0, help="the head shown alone (default 0)")
     a.set_defaults(func=cmd_attention)
+
+    from experiments.grok import GrokSettings
+
+    d = GrokSettings()
+    g = sub.add_parser("grok", help="grokking: modular addition, memorised first, generalised much later")
+    common(g, impl="c")  # the fastest tier
+    g.add_argument("--p", type=int, default=d.p, help=f"the modulus (default {d.p})")
+    g.add_argument("--train-frac", type=float, default=d.train_frac, help="share of the p*p pairs trained on")
+    g.add_argument("--steps", type=int, default=d.steps, help=f"full-batch AdamW steps (default {d.steps})")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate after warmup (default {d.lr})")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    g.add_argument("--n-layer", type=int, default=d.n_layer)
+    g.add_argument("--n-head", type=int, default=d.n_head)
+    g.add_argument("--n-embd", type=int, default=d.n_embd)
+    g.add_argument("--eval-interval", type=int, default=d.eval_interval, help="steps between evaluations")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of the init and the split")
+    g.add_argument(
+        "--stop-after", type=int, default=None, help="stop this many steps after val acc hits 99%%"
+    )
+    g.add_argument("--out", default="out/grok", help="folder for the figures and metrics (default out/grok/)")
+    g.set_defaults(func=cmd_grok)
     return p
 
 
