@@ -277,41 +277,9 @@ def cmd_attention(args):
 
 
 def cmd_grok(args):
-    from experiments.grok import GrokSettings, run
+    from experiments.grok import main
 
-    s = GrokSettings(
-        p=args.p,
-        train_frac=args.train_frac,
-        steps=args.steps,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        n_embd=args.n_embd,
-        eval_interval=args.eval_interval,
-        seed=args.seed,
-    )
-    from tqdm import tqdm
-
-    result = run(
-        tier_module(args.impl),
-        args.impl,
-        s,
-        args.out,
-        log=tqdm.write,
-        stop_after=args.stop_after,
-        dtype=np.dtype(args.dtype),
-    )
-    m = result["metrics"]
-    print(f"training accuracy first >= 99% at step {m['train_99_step']}")
-    print(f"validation accuracy first >= 99% at step {m['val_99_step']}")
-    print(
-        f"final: train acc {m['final_train_acc']:.4f}, val acc {m['final_val_acc']:.4f} after {m['steps']} steps"
-    )
-    print(f"wall time {m['wall_s']:.0f} s; key frequencies of the embedding: {m['key_frequencies']}")
-    for kind, path in result["paths"].items():
-        print(f"{kind}: {path}")
-    return 0
+    return main(args, tier_module(args.impl))
 
 
 def build_parser():
@@ -391,25 +359,11 @@ def build_parser():
     a.add_argument("--head", type=int, default=0, help="the head shown alone (default 0)")
     a.set_defaults(func=cmd_attention)
 
-    from experiments.grok import GrokSettings
+    from experiments.grok import add_arguments
 
-    d = GrokSettings()
     g = sub.add_parser("grok", help="grokking: modular addition, memorised first, generalised much later")
     common(g, impl="c")  # the fastest tier
-    g.add_argument("--p", type=int, default=d.p, help=f"the modulus (default {d.p})")
-    g.add_argument("--train-frac", type=float, default=d.train_frac, help="share of the p*p pairs trained on")
-    g.add_argument("--steps", type=int, default=d.steps, help=f"full-batch AdamW steps (default {d.steps})")
-    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate after warmup (default {d.lr})")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
-    g.add_argument("--n-layer", type=int, default=d.n_layer)
-    g.add_argument("--n-head", type=int, default=d.n_head)
-    g.add_argument("--n-embd", type=int, default=d.n_embd)
-    g.add_argument("--eval-interval", type=int, default=d.eval_interval, help="steps between evaluations")
-    g.add_argument("--seed", type=int, default=d.seed, help="seed of the init and the split")
-    g.add_argument(
-        "--stop-after", type=int, default=None, help="stop this many steps after val acc hits 99%%"
-    )
-    g.add_argument("--out", default="out/grok", help="folder for the figures and metrics (default out/grok/)")
+    add_arguments(g)
     g.set_defaults(func=cmd_grok)
     return p
 

@@ -7,7 +7,7 @@
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +225,42 @@ def run(
     paths["metrics"] = out / "grok-metrics.json"
     paths["metrics"].write_text(json.dumps(metrics, indent=1))
     return {"metrics": metrics, "paths": paths}
+
+
+# ---- command line: `python transformer.py grok` ----
+
+
+def add_arguments(g) -> None:
+    d = GrokSettings()
+    g.add_argument("--p", type=int, default=d.p, help=f"the modulus (default {d.p})")
+    g.add_argument("--train-frac", type=float, default=d.train_frac, help="share of the p*p pairs trained on")
+    g.add_argument("--steps", type=int, default=d.steps, help=f"full-batch AdamW steps (default {d.steps})")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate after warmup (default {d.lr})")
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup steps")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    g.add_argument("--n-layer", type=int, default=d.n_layer)
+    g.add_argument("--n-head", type=int, default=d.n_head)
+    g.add_argument("--n-embd", type=int, default=d.n_embd)
+    g.add_argument("--eval-interval", type=int, default=d.eval_interval, help="steps between evaluations")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of the init and the split")
+    g.add_argument(
+        "--stop-after", type=int, default=None, help="stop this many steps after val acc hits 99%%"
+    )
+    g.add_argument("--out", default="out/grok", help="folder for the figures and metrics (default out/grok/)")
+
+
+def main(args, tier) -> int:
+    from tqdm import tqdm
+
+    s = GrokSettings(**{f.name: getattr(args, f.name) for f in fields(GrokSettings)})
+    result = run(tier, args.impl, s, args.out, tqdm.write, True, args.stop_after, np.dtype(args.dtype))
+    m = result["metrics"]
+    print(f"training accuracy first >= 99% at step {m['train_99_step']}")
+    print(f"validation accuracy first >= 99% at step {m['val_99_step']}")
+    print(
+        f"final: train acc {m['final_train_acc']:.4f}, val acc {m['final_val_acc']:.4f} after {m['steps']} steps"
+    )
+    print(f"wall time {m['wall_s']:.0f} s; key frequencies of the embedding: {m['key_frequencies']}")
+    for kind, path in result["paths"].items():
+        print(f"{kind}: {path}")
+    return 0
