@@ -5,6 +5,7 @@ python transformer.py sample --ckpt out/shakespeare-numpy.safetensors --prompt "
 python transformer.py eval --ckpt out/shakespeare-numpy.safetensors
 python transformer.py attention "ROMEO: But soft" --ckpt out/shakespeare-numpy.safetensors
 python transformer.py grok                 # grokking on modular addition (C tier)
+python transformer.py question params      # the curriculum's questions (docs/questions.md)
 """
 
 import argparse
@@ -29,7 +30,7 @@ from shared.tokenizer import CharTokenizer
 
 # --impl name -> the tier's module (each offers load / from_state_dict, shared/tier.py)
 TIERS = {"numpy": "impl_numpy", "c": "impl_c", "tinygrad": "impl_tinygrad"}
-SUBCOMMANDS = ("train", "sample", "eval", "attention", "grok")
+SUBCOMMANDS = ("train", "sample", "eval", "attention", "grok", "question")
 
 
 def tier_module(name: str):
@@ -282,6 +283,12 @@ def cmd_grok(args):
     return main(args, tier_module(args.impl))
 
 
+def cmd_question(args):
+    from experiments.questions import main
+
+    return main(args, tier_module)
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, prog="transformer.py"
@@ -365,6 +372,12 @@ def build_parser():
     common(g, impl="c")  # the fastest tier
     add_arguments(g)
     g.set_defaults(func=cmd_grok)
+
+    from experiments.questions import add_arguments as add_question_arguments
+
+    q = sub.add_parser("question", help="the curriculum's questions, each with numbers and a figure")
+    add_question_arguments(q)
+    q.set_defaults(func=cmd_question)
     return p
 
 
