@@ -120,11 +120,17 @@ def set_num_threads(n: int) -> None:
 def matmul(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """x (N, C) @ w (C, OC) + b (OC) in float32 on the tier's fast matmul (the benchmarks time it)."""
     x, w = (np.ascontiguousarray(a, dtype=np.float32) for a in (x, w))
-    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0] or (b is not None and b.shape != w.shape[1:]):
-        raise InputError(f"matmul needs x (N, C), w (C, OC), b (OC), got {x.shape}, {w.shape}")
+    bias = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    if (
+        x.ndim != 2
+        or w.ndim != 2
+        or x.shape[1] != w.shape[0]
+        or (bias is not None and bias.shape != w.shape[1:])
+    ):
+        shapes = ", ".join(str(np.shape(a)) for a in (x, w, b) if a is not None)
+        raise InputError(f"matmul needs x (N, C), w (C, OC) and b (OC), got {shapes}")
     out = np.empty((x.shape[0], w.shape[1]), dtype=np.float32)
     f = POINTER(c_float)
-    bias = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
     rc = library().matmul_forward(
         out.ctypes.data_as(f),
         x.ctypes.data_as(f),

@@ -15,6 +15,7 @@ from conformance.compare import random_state_dict
 from impl_c.gpt import CConfig, library
 from shared.checkpoint import OptimizerState, load_checkpoint, save_checkpoint
 from shared.config import GPTConfig
+from shared.errors import InputError
 from shared.params import param_shapes
 from shared.schedule import AdamWConfig
 
@@ -215,3 +216,21 @@ def test_program_checkpoint_loads_in_the_python_tiers_and_samples(program, text_
         check=False,
     )
     assert r.returncode != 0 and "missing.safetensors" in r.stderr
+
+
+@pytest.mark.parametrize(("N", "C", "OC"), [(1, 7, 65), (3, 129, 17), (65, 33, 129), (768, 128, 512)])
+def test_matmul_matches_numpy(N, C, OC):
+    # the binding's matmul (the benchmarks time it): the few-rows path (N <= 4) and the packed one
+    rng = np.random.default_rng(N)
+    x, w, b = rng.standard_normal((N, C)), rng.standard_normal((C, OC)), rng.standard_normal(OC)
+    want = x @ w + b
+    got = impl_c.gpt.matmul(x, w, [float(v) for v in b])
+    assert np.abs(got - want).max() < 1e-5 * np.abs(want).max()
+    np.testing.assert_allclose(impl_c.gpt.matmul(x, w), x @ w, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_rejects_mismatched_shapes():
+    x, w = np.zeros((4, 3)), np.zeros((3, 5))
+    for args in [(x, w.T), (x[0], w), (x, w, np.zeros(4))]:
+        with pytest.raises(InputError, match="matmul needs x"):
+            impl_c.gpt.matmul(*args)
