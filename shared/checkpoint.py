@@ -27,7 +27,6 @@ RESERVED_METADATA = {"format", "config", "step", "adamw"}
 HF_REQUIRED = {
     "activation_function": "gelu_new",
     "layer_norm_epsilon": 1e-5,
-    "scale_attn_weights": True,
     "scale_attn_by_inverse_layer_idx": False,
     "tie_word_embeddings": True,
     "n_inner": None,  # None means 4 * n_embd

@@ -8,6 +8,11 @@ import numpy as np
 from shared.errors import ConfigError
 
 
+# SPEC.md "Ablations": switches that take one piece out of the model, for the curriculum's experiments.
+# Each is True in GPT-2; a field left at True is not written by to_dict, so GPT-2's config reads as before.
+ABLATIONS = ("scale_attn_weights", "residual", "position_embedding")
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     n_layer: int
@@ -15,9 +20,19 @@ class GPTConfig:
     n_embd: int
     block_size: int
     vocab_size: int
+    scale_attn_weights: bool = True  # scores divided by sqrt(head_size) (Hugging Face's name)
+    residual: bool = True  # x + f(LN(x)) in both halves of every block; False: f(LN(x))
+    position_embedding: bool = True  # x = wte[idx] + wpe[pos]; False: wte[idx] (wpe unused)
 
     def __post_init__(self):
+        for name in ABLATIONS:
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f"config.{name} must be true or false, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, name, bool(value))
         for field in dataclasses.fields(self):
+            if field.name in ABLATIONS:
+                continue
             value = getattr(self, field.name)
             # bool is an int in Python; True layers is a bug, not a config
             if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
@@ -32,8 +47,21 @@ class GPTConfig:
     def head_size(self) -> int:
         return self.n_embd // self.n_head
 
+    @property
+    def ablated(self) -> tuple[str, ...]:
+        """The ablations switched off, in ABLATIONS order; () for GPT-2."""
+        return tuple(name for name in ABLATIONS if not getattr(self, name))
+
+    def __repr__(self) -> str:
+        fields = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name not in ABLATIONS]
+        return f"GPTConfig({', '.join(fields + [f'{name}=False' for name in self.ablated])})"
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for name in ABLATIONS:
+            if d[name]:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
@@ -44,10 +72,10 @@ class GPTConfig:
         if "block_size" not in d and "n_positions" in d:
             d["block_size"] = d["n_positions"]
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d]
+        missing = [n for n in names if n not in d and n not in ABLATIONS]
         if missing:
             raise ConfigError(f"config is missing {', '.join(missing)}")
-        return cls(**{n: d[n] for n in names})
+        return cls(**{n: d[n] for n in names if n in d})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -1,5 +1,6 @@
 # shared/checkpoint.py: our single-file format, training checkpoints, the atomic writer, Hugging Face
 # style directories, and every defect a checkpoint can have (SPEC.md "Checkpoints", "Bad input").
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from safetensors.numpy import load_file, save_file
 
 import impl_numpy
 from shared.checkpoint import FORMAT, OptimizerState, load_checkpoint, save_checkpoint
-from shared.config import GPTConfig, get_config
+from shared.config import ABLATIONS, GPTConfig, get_config
 from shared.errors import CheckpointError, ConfigError, GPTError
 from shared.params import init_state_dict, param_shapes
 from shared.tokenizer import CharTokenizer
@@ -634,7 +635,6 @@ def test_non_float_tensor(tmp_path, loader, dtype):
     [
         ("activation_function", "gelu"),
         ("layer_norm_epsilon", 1e-6),
-        ("scale_attn_weights", False),
         ("scale_attn_by_inverse_layer_idx", True),
         ("tie_word_embeddings", False),
         ("n_inner", 3 * CONFIG.n_embd),
@@ -651,6 +651,20 @@ def test_hf_config_with_the_spec_values_spelled_out_loads(tmp_path, loader):
         layer_norm_epsilon=1e-5, n_inner=4 * CONFIG.n_embd, scale_attn_weights=True, tie_word_embeddings=True
     )
     assert loader(write_hf_dir(tmp_path / "hf", cfg=cfg)).config == CONFIG
+
+
+def test_hf_config_without_the_attention_scale_loads_as_that_ablation(tmp_path, loader):
+    # Hugging Face's scale_attn_weights means what ours means (SPEC.md "Ablations")
+    got = loader(write_hf_dir(tmp_path / "hf", cfg=hf_config(scale_attn_weights=False))).config
+    assert got == dataclasses.replace(CONFIG, scale_attn_weights=False)
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_an_ablated_config_survives_a_save_and_load(tmp_path, loader, ablation):
+    config = dataclasses.replace(CONFIG, **{ablation: False})
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, config, random_state(config))
+    assert loader(path).config == config
 
 
 def test_errors_are_value_errors(tmp_path):
