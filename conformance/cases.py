@@ -1,6 +1,7 @@
 # The conformance cases and what is measured on them: each tier against the float64 reference, on fresh
 # random weights written to a safetensors file and loaded back through the tier's own `load`.
 # test_conformance.py asserts these measurements; `python -m conformance.summary` prints them.
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 from conformance.compare import compare_dicts, max_abs, random_state_dict
 from conformance.tiers import TIERS, load, load_reference
 from shared.checkpoint import save_checkpoint
-from shared.config import GPTConfig, get_config
+from shared.config import ABLATIONS, GPTConfig, get_config
 from shared.schedule import AdamWConfig
 from shared.tolerances import bounds_for, rel_l2
 
@@ -21,6 +22,8 @@ CASES = {
     "odd-B3-T7": (_ODD, 3, 7),
     "odd-B1-T1": (_ODD, 1, 1),
     "odd-B2-T24": (_ODD, 2, 24),
+    # SPEC.md "Ablations": each piece taken out in turn, on the odd config with a batch of 2 and T = 7
+    **{f"odd-no-{name}-B2-T7": (dataclasses.replace(_ODD, **{name: False}), 2, 7) for name in ABLATIONS},
 }
 N_STEPS = 3
 LR = 1e-3

@@ -17,9 +17,11 @@ def record(acts, name, t: Tensor):
 
 
 def embedding(wte, wpe, idx, pos0=0):
-    # idx: (B, T) -> (B, T, C); positions count from pos0 (the tokens already in the KV cache)
+    # idx: (B, T) -> (B, T, C); positions count from pos0 (the tokens already in the KV cache);
+    # wpe None: the position_embedding ablation, tokens only (SPEC.md "Ablations")
     T = idx.shape[1]
-    return take_rows(wte, idx) + take_rows(wpe, np.arange(pos0, pos0 + T))
+    x = take_rows(wte, idx)
+    return x if wpe is None else x + take_rows(wpe, np.arange(pos0, pos0 + T))
 
 
 def layernorm(x, w, b, eps=1e-5):
@@ -66,7 +68,8 @@ def attention(x, params, p, config, cache=None, acts=None):
             k = concat([cache["k"], k], axis=2)  # (B, NH, pos0 + T, HS)
             v = concat([cache["v"], v], axis=2)
         cache["k"], cache["v"] = k.data, v.data
-    att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(HS))  # (B, NH, T, pos0 + T)
+    scale = 1.0 / math.sqrt(HS) if config.scale_attn_weights else 1.0  # SPEC.md "Ablations"
+    att = (q @ k.transpose(0, 1, 3, 2)) * scale  # (B, NH, T, pos0 + T)
     # query i (at position pos0 + i) sees keys 0 .. pos0 + i
     allowed = np.arange(pos0 + T)[None, :] <= (pos0 + np.arange(T))[:, None]  # (T, pos0 + T)
     att = softmax(where(allowed, att, -np.inf))
@@ -91,15 +94,18 @@ def mlp(x, params, p, acts=None):
 
 
 def block(x, params, i, config, cache=None, acts=None):
-    # x: (B, T, C) -> (B, T, C); pre-LayerNorm residual block
+    # x: (B, T, C) -> (B, T, C); pre-LayerNorm residual block (without config.residual, each half
+    # replaces the stream: SPEC.md "Ablations")
     p = f"h.{i}."
     h = layernorm(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])
     record(acts, p + "ln_1", h)
-    x = x + attention(h, params, p, config, cache, acts)
+    y = attention(h, params, p, config, cache, acts)
+    x = x + y if config.residual else y
     record(acts, p + "res_1", x)
     h = layernorm(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])
     record(acts, p + "ln_2", h)
-    x = x + mlp(h, params, p, acts)
+    y = mlp(h, params, p, acts)
+    x = x + y if config.residual else y
     record(acts, p + "res_2", x)
     return x
 
@@ -107,7 +113,8 @@ def block(x, params, i, config, cache=None, acts=None):
 def gpt(params, idx, config, cache=None, acts=None):
     # idx: (B, T) int -> logits (B, T, V)
     pos0 = 0 if cache is None or cache[0]["k"] is None else cache[0]["k"].shape[2]
-    x = embedding(params["wte.weight"], params["wpe.weight"], idx, pos0)
+    wpe = params["wpe.weight"] if config.position_embedding else None
+    x = embedding(params["wte.weight"], wpe, idx, pos0)
     record(acts, "emb", x)
     for i in range(config.n_layer):
         x = block(x, params, i, config, None if cache is None else cache[i], acts)

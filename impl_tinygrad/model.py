@@ -21,9 +21,11 @@ def record(acts, name, t: Tensor):
 
 
 def embedding(wte, wpe, idx, pos0=0):
-    # idx: (B, T) -> (B, T, C); positions count from pos0 (the tokens already in the KV cache)
+    # idx: (B, T) -> (B, T, C); positions count from pos0 (the tokens already in the KV cache);
+    # wpe None: the position_embedding ablation, tokens only (SPEC.md "Ablations")
     T = idx.shape[1]
-    return wte[idx] + wpe[Tensor.arange(T) + pos0]
+    x = wte[idx]
+    return x if wpe is None else x + wpe[Tensor.arange(T) + pos0]
 
 
 def layernorm(x, w, b, eps=1e-5):
@@ -77,7 +79,8 @@ def attention(x, params, p, config, cache=None, pos0=0, acts=None):
             k, v = k.pad((None, None, (0, S - T), None)), v.pad((None, None, (0, S - T), None))
         cache["k"].assign(k)
         cache["v"].assign(v)
-    att = (q @ k.permute(0, 1, 3, 2)) * (1.0 / math.sqrt(HS))  # (B, NH, T, S)
+    scale = 1.0 / math.sqrt(HS) if config.scale_attn_weights else 1.0  # SPEC.md "Ablations"
+    att = (q @ k.permute(0, 1, 3, 2)) * scale  # (B, NH, T, S)
     # query i (at position pos0 + i) sees keys 0 .. pos0 + i
     allowed = Tensor.arange(S)[None, :] <= (Tensor.arange(T) + pos0)[:, None]  # (T, S)
     att = softmax(allowed.where(att, -math.inf))
@@ -102,22 +105,26 @@ def mlp(x, params, p, acts=None):
 
 
 def block(x, params, i, config, cache=None, pos0=0, acts=None):
-    # x: (B, T, C) -> (B, T, C); pre-LayerNorm residual block
+    # x: (B, T, C) -> (B, T, C); pre-LayerNorm residual block (without config.residual, each half
+    # replaces the stream: SPEC.md "Ablations")
     p = f"h.{i}."
     h = layernorm(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])
     record(acts, p + "ln_1", h)
-    x = x + attention(h, params, p, config, cache, pos0, acts)
+    y = attention(h, params, p, config, cache, pos0, acts)
+    x = x + y if config.residual else y
     record(acts, p + "res_1", x)
     h = layernorm(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])
     record(acts, p + "ln_2", h)
-    x = x + mlp(h, params, p, acts)
+    y = mlp(h, params, p, acts)
+    x = x + y if config.residual else y
     record(acts, p + "res_2", x)
     return x
 
 
 def gpt(params, idx, config, cache=None, pos0=0, acts=None):
     # idx: (B, T) int -> logits (B, T, V)
-    x = embedding(params["wte.weight"], params["wpe.weight"], idx, pos0)
+    wpe = params["wpe.weight"] if config.position_embedding else None
+    x = embedding(params["wte.weight"], wpe, idx, pos0)
     record(acts, "emb", x)
     for i in range(config.n_layer):
         x = block(x, params, i, config, None if cache is None else cache[i], pos0, acts)
