@@ -2,14 +2,19 @@
 # with numbers printed to the console and a figure written to --out.
 #   params  the parameter count as a function of n_layer and n_embd, checked against every tier
 #   scale   why attention scores are divided by sqrt(d_k): the variance of q.k and the softmax it feeds
+#   scale-training, residual, positions   training with one piece of the model taken out (ablations.py)
+#   reversal   a sequence-reversal task: the second half is predictable, the first is not (reversal.py)
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from shared.config import GPTConfig
+from shared.errors import ConfigError
 from shared.params import init_state_dict, num_params
 
-QUESTIONS = ("params", "scale")
+QUESTIONS = ("params", "scale", "scale-training", "residual", "positions", "reversal")
+TRAINING = ("scale-training", "residual", "positions", "reversal")  # these train models: default tier c
 
 # the shakespeare preset's vocabulary and context: the sizes the plotted counts use
 V, T = 65, 64
@@ -187,22 +192,62 @@ def add_arguments(q) -> None:
         "--impl",
         nargs="+",
         choices=["numpy", "c", "tinygrad"],
-        default=["numpy", "c", "tinygrad"],
-        help="the tiers whose counts `params` checks (default: all three)",
+        help="the tiers whose counts `params` checks (default: all three); the tier the training "
+        "questions train with (default: c, the fastest)",
     )
     q.add_argument("--out", default="out/questions", help="folder for the figures (default out/questions/)")
+    q.add_argument(
+        "--steps", type=int, help="training steps of each run (training questions; default: documented)"
+    )
+    q.add_argument(
+        "--data",
+        help="tinyshakespeare.txt or a folder holding it (else $TINYSHAKESPEARE, the cache, a download)",
+    )
 
 
 def main(args, tier_module) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     if args.name == "params":
-        result = run_params({name: tier_module(name) for name in args.impl}, out)
+        result = run_params(
+            {name: tier_module(name) for name in args.impl or ["numpy", "c", "tinygrad"]}, out
+        )
         if result["mismatches"]:
             print(f"error: {len(result['mismatches'])} configs where a count differs from the closed form")
             return 1
-    else:
+    elif args.name == "scale":
         result = run_scale(out)
+    else:
+        if args.impl is not None and len(args.impl) > 1:
+            raise ConfigError(f"question {args.name} trains with one tier; got --impl {' '.join(args.impl)}")
+        tier = tier_module(args.impl[0] if args.impl else "c")
+        result = run_training_question(args, tier, out)
     for kind, path in result["paths"].items():
         print(f"{kind}: {path}")
     return 0
+
+
+def run_training_question(args, tier, out: Path) -> dict:
+    from tqdm import tqdm
+
+    if args.name == "reversal":
+        from experiments.reversal import ReversalSettings, run_reversal
+
+        s = (
+            ReversalSettings()
+            if args.steps is None
+            else dataclasses.replace(ReversalSettings(), steps=args.steps)
+        )
+        return run_reversal(tier, out, s, log=tqdm.write)
+    from experiments import ablations
+    from shared.data import CharDataset, shakespeare_path
+
+    dataset = CharDataset.from_file(shakespeare_path(args.data))
+    run = {
+        "scale-training": ablations.run_scale_training,
+        "residual": ablations.run_residual,
+        "positions": ablations.run_positions,
+    }[args.name]
+    return run(tier, dataset, out, ablations.settings_from_args(args), log=tqdm.write)

@@ -1,0 +1,333 @@
+# Three of the curriculum's questions, each answered by training the shakespeare preset with one piece
+# of the model taken out (SPEC.md "Ablations") next to the same model with it in:
+#   scale-training  attention scores with and without the 1/sqrt(d_k) scale, at two head sizes
+#   residual        with and without the residual connections, at two depths; gradient norms by layer
+#   positions       with and without the position embedding; how much the prediction depends on order
+# Every run uses the same init seed, the same batches and the same learning-rate schedule as
+# `python transformer.py train`, so the curves differ only by the piece taken out.
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.config import get_config
+from shared.data import CharDataset, batch_rng, get_batch
+from shared.params import init_state_dict
+from shared.schedule import AdamWConfig, lr_at
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    # 1,000 steps of transformer.py's default run (batch 12, peak lr 3e-3, cosine to 3e-4): about 30 s a
+    # run for the C tier at 4 layers on 2 cores, long enough for the curves to separate
+    steps: int = 1000
+    batch_size: int = 12
+    lr: float = 3e-3
+    eval_interval: int = 100
+    eval_iters: int = 10
+    grad_norm_interval: int = 20  # steps between the recorded gradient norms by layer
+    seed: int = 1337
+
+
+def layer_of(name: str) -> str:
+    """The group a parameter's gradient norm is reported in: "emb", "h.0" .. "h.{L-1}", or "ln_f"."""
+    if name.startswith("h."):
+        return ".".join(name.split(".")[:2])
+    return "emb" if name.startswith(("wte", "wpe")) else "ln_f"
+
+
+def grad_norms_by_layer(grads: dict) -> dict[str, float]:
+    norms: dict[str, float] = {}
+    for name, g in grads.items():
+        key = layer_of(name)
+        norms[key] = norms.get(key, 0.0) + float(np.vdot(g, g))
+    return {k: math.sqrt(v) for k, v in norms.items()}
+
+
+def attention_entropy(model, idx) -> float:
+    """Mean entropy (nats) of the attention rows over every layer and head, on one batch."""
+    acts = model.activations(idx)
+    rows = [acts[n] for n in acts if n.endswith("attn.att")]
+    entropies = [-(a * np.log(np.where(a > 0, a, 1.0))).sum(-1) for a in rows]  # masked weights are 0
+    return float(np.mean([e.mean() for e in entropies]))
+
+
+def evaluate(model, data: np.ndarray, s: AblationSettings, seed: int) -> float:
+    T = model.config.block_size
+    return float(
+        np.mean(
+            [
+                model.forward(*get_batch(data, s.batch_size, T, batch_rng(seed, k)))[1]
+                for k in range(s.eval_iters)
+            ]
+        )
+    )
+
+
+def train_variant(
+    tier, config, dataset: CharDataset, s: AblationSettings, label: str, progress=True
+) -> tuple:
+    """Trains one variant from the spec's init; returns its history and the trained model. Each step
+    takes the gradients, records their norms by layer every grad_norm_interval steps (before clipping),
+    and applies them with AdamW (clipped at 1, as in training)."""
+    from tqdm import tqdm
+
+    model = tier.from_state_dict(config, init_state_dict(config, s.seed), adamw=AdamWConfig(beta2=0.99))
+    T = config.block_size
+    probe = get_batch(dataset.val, 4, T, batch_rng(s.seed + 4, 0))[0]
+    history = {
+        "step": [],
+        "train": [],
+        "val": [],
+        "entropy": [],
+        "time": [],
+        "norm_step": [],
+        "grad_norms": [],
+    }
+    start = time.perf_counter()
+    warmup = min(100, s.steps // 10)
+    for step in tqdm(range(s.steps + 1), desc=label, disable=not progress, unit="step", leave=False):
+        if step % s.eval_interval == 0 or step == s.steps:
+            history["step"].append(step)
+            history["train"].append(evaluate(model, dataset.train, s, s.seed + 1))
+            history["val"].append(evaluate(model, dataset.val, s, s.seed + 2))
+            history["entropy"].append(attention_entropy(model, probe))
+            history["time"].append(time.perf_counter() - start)
+        if step == s.steps:
+            break
+        x, y = get_batch(dataset.train, s.batch_size, T, batch_rng(s.seed, step))
+        loss, grads = model.grads(x, y)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{label}: loss is {loss} at step {step}")
+        if step % s.grad_norm_interval == 0:
+            history["norm_step"].append(step)
+            history["grad_norms"].append(grad_norms_by_layer(grads))
+        model.apply_grads(grads, lr_at(step, s.lr, s.lr / 10, warmup, s.steps))
+    return history, model
+
+
+def run_variants(tier, dataset, variants: dict, s: AblationSettings, log=print, progress=True) -> dict:
+    """variants: label -> GPTConfig. Trains each in turn; logs its final losses."""
+    runs = {}
+    for label, config in variants.items():
+        history, model = train_variant(tier, config, dataset, s, label, progress)
+        runs[label] = {"config": config, "history": history, "model": model}
+        log(
+            f"{label:>34}: val loss {history['val'][0]:.3f} -> {history['val'][-1]:.3f}, "
+            f"train {history['train'][-1]:.3f}, attention entropy {history['entropy'][-1]:.2f} nats "
+            f"({history['time'][-1]:.0f} s)"
+        )
+    return runs
+
+
+def _plot_losses(ax, runs: dict, styles: dict, title: str) -> None:
+    for label, run in runs.items():
+        h = run["history"]
+        ax.plot(h["step"], h["val"], label=label, **styles[label])
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (nats)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+# Okabe-Ito, colorblind-safe: the model as published solid, the ablation dashed
+BLUE, ORANGE, GREEN, VERMILION = "#0072B2", "#E69F00", "#009E73", "#D55E00"
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---- sqrt(d_k) ----
+
+
+def scale_variants(vocab_size: int, head_counts=(4, 1)) -> dict:
+    """The shakespeare preset (n_embd 128) with head size 32 (4 heads) and 128 (1 head), each with and
+    without the scale."""
+    variants = {}
+    for n_head in head_counts:
+        for scaled in (True, False):
+            config = get_config(
+                "shakespeare", vocab_size=vocab_size, n_head=n_head, scale_attn_weights=scaled
+            )
+            variants[f"d_k {config.head_size}, {'scaled' if scaled else 'unscaled'}"] = config
+    return variants
+
+
+def run_scale_training(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = run_variants(tier, dataset, scale_variants(dataset.tokenizer.vocab_size), s, log, progress)
+    colors = [BLUE, VERMILION]
+    styles = {
+        label: {"color": colors[i // 2], "ls": "-" if i % 2 == 0 else "--"} for i, label in enumerate(runs)
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    _plot_losses(axes[0], runs, styles, "validation loss")
+    for label, run in runs.items():
+        axes[1].plot(run["history"]["step"], run["history"]["entropy"], label=label, **styles[label])
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("mean attention entropy (nats)")
+    axes[1].set_title("how spread the attention rows are (all layers and heads)")
+    axes[1].grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(
+        "training with and without the 1/sqrt(d_k) scale (shakespeare preset, same init and batches)"
+    )
+    path = out / "questions-scale-training.png"
+    _save(fig, path)
+    return _summary(runs, path, out / "questions-scale-training.json")
+
+
+# ---- residual connections ----
+
+
+def residual_variants(vocab_size: int, depths=(4, 8)) -> dict:
+    variants = {}
+    for n_layer in depths:
+        for residual in (True, False):
+            config = get_config("shakespeare", vocab_size=vocab_size, n_layer=n_layer, residual=residual)
+            variants[f"{n_layer} layers, {'with' if residual else 'without'} residual"] = config
+    return variants
+
+
+def run_residual(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = run_variants(tier, dataset, residual_variants(dataset.tokenizer.vocab_size), s, log, progress)
+    colors = [BLUE, VERMILION]
+    styles = {
+        label: {"color": colors[i // 2], "ls": "-" if i % 2 == 0 else "--"} for i, label in enumerate(runs)
+    }
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    _plot_losses(axes[0], runs, styles, "validation loss")
+    log("gradient norm by layer at init (step 0), and the mean over the run, before clipping:")
+    for ax, (title, pick) in zip(
+        axes[1:], (("at init (step 0)", lambda n: n[:1]), ("mean over the run", lambda n: n))
+    ):
+        for label, run in runs.items():
+            layers = [k for k in run["history"]["grad_norms"][0] if k.startswith("h.")]
+            norms = pick(run["history"]["grad_norms"])
+            mean = [float(np.mean([n[k] for n in norms])) for k in layers]
+            ax.semilogy(range(len(layers)), mean, marker="o", label=label, **styles[label])
+            if title.startswith("at init"):
+                log(f"{label:>34}: " + " ".join(f"{v:.2e}" for v in mean))
+        ax.set_xlabel("block (0 = next to the input)")
+        ax.set_ylabel("gradient norm of the block's parameters")
+        ax.set_title(f"gradient norm by layer, {title}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        "training with and without the residual connections (shakespeare preset, same init and batches)"
+    )
+    path = out / "questions-residual.png"
+    _save(fig, path)
+    return _summary(runs, path, out / "questions-residual.json")
+
+
+# ---- position embeddings ----
+
+
+def position_variants(vocab_size: int, depths=(1, 4)) -> dict:
+    variants = {}
+    for n_layer in depths:
+        for positions in (True, False):
+            config = get_config(
+                "shakespeare", vocab_size=vocab_size, n_layer=n_layer, position_embedding=positions
+            )
+            variants[f"{n_layer} layer{'s' * (n_layer > 1)}, {'with' if positions else 'without'} wpe"] = (
+                config
+            )
+    return variants
+
+
+def order_sensitivity(model, data: np.ndarray, windows: int = 200, seed: int = 7) -> dict:
+    """Shuffles the first T-1 tokens of `windows` validation windows, keeps the last, and compares the
+    prediction at the last position with the unshuffled one: the mean KL divergence (nats) between the
+    two next-token distributions, and the largest logit difference."""
+    T = model.config.block_size
+    rng = np.random.default_rng(seed)
+    x, _ = get_batch(data, windows, T, rng)
+    shuffled = x.copy()
+    for row in shuffled:
+        row[:-1] = rng.permutation(row[:-1])
+    a = model.forward(x)[0][:, -1].astype(np.float64)
+    b = model.forward(shuffled)[0][:, -1].astype(np.float64)
+    la = a - np.logaddexp.reduce(a, axis=-1, keepdims=True)
+    lb = b - np.logaddexp.reduce(b, axis=-1, keepdims=True)
+    kl = (np.exp(la) * (la - lb)).sum(-1)
+    return {"mean_kl": float(kl.mean()), "max_logit_diff": float(np.abs(a - b).max())}
+
+
+def run_positions(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = run_variants(tier, dataset, position_variants(dataset.tokenizer.vocab_size), s, log, progress)
+    log("the prediction at the last of 64 positions when the 63 before it are shuffled (200 windows):")
+    for label, run in runs.items():
+        run["order"] = order_sensitivity(run["model"], dataset.val)
+        o = run["order"]
+        log(f"{label:>34}: mean KL {o['mean_kl']:.2e} nats, largest logit change {o['max_logit_diff']:.2e}")
+    colors = [BLUE, VERMILION]
+    styles = {
+        label: {"color": colors[i // 2], "ls": "-" if i % 2 == 0 else "--"} for i, label in enumerate(runs)
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    _plot_losses(axes[0], runs, styles, "validation loss")
+    labels = list(runs)
+    kls = [max(runs[k]["order"]["mean_kl"], 1e-12) for k in labels]
+    bars = axes[1].barh(range(len(labels)), kls, color=[styles[k]["color"] for k in labels])
+    for bar, label in zip(bars, labels):
+        if styles[label]["ls"] == "--":
+            bar.set_hatch("//")
+            bar.set_facecolor("white")
+            bar.set_edgecolor(styles[label]["color"])
+    axes[1].set_xscale("log")
+    axes[1].set_yticks(range(len(labels)), labels)
+    axes[1].invert_yaxis()
+    axes[1].set_xlabel("KL(prediction | prediction after shuffling the 63 tokens before), nats")
+    axes[1].set_title("does the last prediction change when the context is shuffled?")
+    axes[1].grid(alpha=0.3, axis="x")
+    fig.suptitle(
+        "training with and without the position embedding (shakespeare preset, same init and batches)"
+    )
+    path = out / "questions-positions.png"
+    _save(fig, path)
+    return _summary(runs, path, out / "questions-positions.json")
+
+
+def _summary(runs: dict, figure: Path, json_path: Path) -> dict:
+    rows = {
+        label: {
+            "config": run["config"].to_dict(),
+            "final_val": run["history"]["val"][-1],
+            "final_train": run["history"]["train"][-1],
+            "history": run["history"],
+            **({"order": run["order"]} if "order" in run else {}),
+        }
+        for label, run in runs.items()
+    }
+    json_path.write_text(json.dumps(rows, indent=1))
+    return {"runs": rows, "paths": {"figure": figure, "data": json_path}}
+
+
+def settings_from_args(args) -> AblationSettings:
+    return dataclasses.replace(AblationSettings(), **({} if args.steps is None else {"steps": args.steps}))
