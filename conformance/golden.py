@@ -2,6 +2,7 @@
 # torch.optim.AdamW), run once by make_golden.py and committed, so that the suite checks every tier
 # against an implementation this project did not write (SPEC.md "Tolerances", issue 5). Reading it and
 # measuring a tier against it needs numpy and safetensors only: no torch, no transformers.
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ class Golden:
     metadata: dict[str, str]  # versions, settings and how the file was made
 
 
+UNSCALED = "unscaled-float64"  # the run with scale_attn_weights=False (SPEC.md "Ablations")
+
+
 @functools.cache
 def read_golden(path=GOLDEN_FILE) -> Golden:
     tensors = load_file(path)
@@ -89,6 +93,11 @@ def read_golden(path=GOLDEN_FILE) -> Golden:
         }
         for dtype in DTYPES
     }
+    runs[UNSCALED] = {
+        "logits": tensors[f"{UNSCALED}.logits"],
+        "loss": float(tensors[f"{UNSCALED}.loss"]),
+        "grads": {n: tensors[f"{UNSCALED}.grads.{n}"] for n in param_shapes(config)},
+    }
     generations = [
         Generation(*(tensors[f"generate.{i}.{k}"] for k in ("prompt", "tokens", "logits", "margins")))
         for i in range(int(metadata["generations"]))
@@ -107,11 +116,19 @@ def read_golden(path=GOLDEN_FILE) -> Golden:
 
 
 def write_checkpoint(folder) -> str:
-    """The golden weights as one of our checkpoints, so that every tier reads them through its own load."""
+    """The golden weights as one of our checkpoints, so that every tier reads them through its own load;
+    beside it the same weights under the config without the attention scale (unscaled_path)."""
     golden = read_golden()
     path = Path(folder) / "golden-weights.safetensors"
     save_checkpoint(path, golden.config, golden.weights)
+    save_checkpoint(
+        unscaled_path(path), dataclasses.replace(golden.config, scale_attn_weights=False), golden.weights
+    )
     return str(path)
+
+
+def unscaled_path(path) -> Path:
+    return Path(path).with_name("golden-weights-unscaled.safetensors")
 
 
 def generate_rows(model, b: dict):
@@ -171,10 +188,22 @@ def measure(quantity: str, tier: str, path: str):
     if quantity == "train":
         model = _model(tier, path, adamw=golden.adamw)
         return train_loss_rows(model, idx, targets, golden.lr, ref["train_losses"], b)
+    if quantity in ("unscaled-logits", "unscaled-grads"):
+        rows = (forward_rows if quantity == "unscaled-logits" else grads_rows)(
+            load(tier, unscaled_path(path)), idx, targets, golden.runs[UNSCALED], b
+        )
+        return [(f"{n} (scale_attn_weights=False)", e, bd) for n, e, bd in rows]
     if quantity == "hf-dir":
         rows = forward_rows(load(tier, HF_DIR), idx, targets, ref, b)
         return [(f"{n} (from {HF_DIR.name}/)", e, bd) for n, e, bd in rows]
     raise ValueError(f"unknown quantity {quantity!r}")
 
 
-QUANTITIES = ["logits", "grads", "train", "hf-dir"]  # and generation: generate_rows
+QUANTITIES = [
+    "logits",
+    "grads",
+    "train",
+    "hf-dir",
+    "unscaled-logits",
+    "unscaled-grads",
+]  # and generation: generate_rows

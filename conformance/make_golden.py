@@ -14,6 +14,9 @@ It writes, both committed:
     <dtype>.loss            the spec's loss on those logits
     <dtype>.grads.<name>    d loss / d parameter, every parameter under its canonical name
     <dtype>.train_losses    the loss before each of N_STEPS steps of clip_grad_norm_ + AdamW at lr
+    unscaled-float64.logits, .loss, .grads.<name>
+                            the same weights and batch with scale_attn_weights=False (SPEC.md
+                            "Ablations"), float64
     generate.<i>.prompt, .tokens, .logits, .margins
                             greedy generation (transformers' generate, float64, KV cache) from a few
                             prompts: the tokens, the logits at every generated step and their top-2
@@ -51,7 +54,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from conformance.cases import ADAMW, LR
 from conformance.compare import random_state_dict
-from conformance.golden import FORMAT, GOLDEN_FILE, HF_DIR, clear_of_ties, top2_margins
+from conformance.golden import FORMAT, GOLDEN_FILE, HF_DIR, UNSCALED, clear_of_ties, top2_margins
 from shared.config import get_config
 from shared.params import is_decayed, param_shapes
 
@@ -79,14 +82,14 @@ HF_SETTINGS = {
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-def hf_model(weights: dict, dtype) -> GPT2LMHeadModel:
+def hf_model(weights: dict, dtype, **settings) -> GPT2LMHeadModel:
     cfg = GPT2Config(
         vocab_size=CONFIG.vocab_size,
         n_positions=CONFIG.block_size,
         n_embd=CONFIG.n_embd,
         n_layer=CONFIG.n_layer,
         n_head=CONFIG.n_head,
-        **HF_SETTINGS,
+        **{**HF_SETTINGS, **settings},
     )
     model = GPT2LMHeadModel(cfg).to(dtype).eval()
     assert model.config._attn_implementation == "eager"
@@ -105,17 +108,21 @@ def loss_of(model, idx, targets):
     return logits, loss
 
 
-def run(weights, idx, targets, dtype) -> dict[str, np.ndarray]:
-    """Logits, loss, gradients and N_STEPS AdamW losses of transformers in one dtype."""
-    out = {}
-    model = hf_model(weights, dtype)
+def gradients(weights, idx, targets, dtype, **settings) -> dict[str, np.ndarray]:
+    """Logits, loss and every gradient of transformers in one dtype, with HF_SETTINGS changed by settings."""
+    model = hf_model(weights, dtype, **settings)
     logits, loss = loss_of(model, idx, targets)
     loss.backward()
-    out["logits"], out["loss"] = logits.detach().numpy(), loss.detach().numpy()
+    out = {"logits": logits.detach().numpy(), "loss": loss.detach().numpy()}
     params = dict(model.transformer.named_parameters())  # the tied head's gradient is wte's
     assert list(params) == list(param_shapes(CONFIG))
     out.update({f"grads.{n}": p.grad.numpy() for n, p in params.items()})
+    return out
 
+
+def run(weights, idx, targets, dtype) -> dict[str, np.ndarray]:
+    """Logits, loss, gradients and N_STEPS AdamW losses of transformers in one dtype."""
+    out = gradients(weights, idx, targets, dtype)
     model = hf_model(weights, dtype)
     params = dict(model.transformer.named_parameters())
     groups = [
@@ -190,6 +197,9 @@ def main():
     for name, dtype in DTYPES.items():
         tensors.update({f"{name}.{k}": v for k, v in run(weights, idx, targets, dtype).items()})
     tensors.update(generations(weights, rng))
+    # SPEC.md "Ablations": transformers' scale_attn_weights=False is the spec's ablation of that name
+    unscaled = gradients(weights, idx, targets, torch.float64, scale_attn_weights=False)
+    tensors.update({f"{UNSCALED}.{k}": v for k, v in unscaled.items()})
     metadata = {
         "format": FORMAT,
         "config": CONFIG.to_json(),
@@ -202,6 +212,7 @@ def main():
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "made_by": "python -m conformance.make_golden",
+        UNSCALED: "the float64 logits, loss and gradients with scale_attn_weights=False",
     }
     GOLDEN_FILE.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: np.array(v, order="C") for k, v in tensors.items()}, GOLDEN_FILE, metadata=metadata)

@@ -85,7 +85,8 @@ def test_golden_file_contents():
     for run in golden.runs.values():
         assert run["logits"].shape == (B, T, golden.config.vocab_size)
         assert {n: g.shape for n, g in run["grads"].items()} == param_shapes(golden.config)
-        assert len(run["train_losses"]) == int(golden.metadata["n_steps"]) >= 2
+        if "train_losses" in run:  # not in the unscaled run: logits, loss and gradients only
+            assert len(run["train_losses"]) == int(golden.metadata["n_steps"]) >= 2
     # clipping engages (the gradients' global norm exceeds grad_clip), and AdamW moves the loss by far
     # more than the bound on it: the steps are really checked
     norm = np.sqrt(sum(np.sum(g * g) for g in golden.runs["float64"]["grads"].values()))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from conformance.cases import forward_rows, grads_rows
 from conformance.compare import assert_within, random_state_dict
 from conformance.tiers import REFERENCE, TIERS, tier_module
-from shared.config import GPTConfig
+from shared.config import ABLATIONS, GPTConfig
 from shared.tolerances import bounds_for
 
 # every new shape costs tinygrad a compile (seconds): fewer examples there
@@ -37,6 +37,8 @@ def problems(draw):
         n_embd=n_head * head_size,
         block_size=draw(st.integers(1, 12)),
         vocab_size=draw(st.integers(3, 40)),
+        # GPT-2, or one of SPEC.md's ablations
+        **{name: False for name in [draw(st.sampled_from((None, *ABLATIONS)))] if name},
     )
     B, T = draw(st.integers(1, 3)), draw(st.integers(1, config.block_size))
     seed = draw(st.integers(0, 2**16))
