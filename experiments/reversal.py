@@ -20,13 +20,13 @@ from shared.schedule import AdamWConfig, lr_at
 
 @dataclass(frozen=True)
 class ReversalSettings:
-    # Measured with the C tier on 2 shared cores (docs/questions.md, "Can the model reverse a sequence?"):
-    # about 1.5 minutes; the second half's validation loss ends below 0.01, the first half's within
-    # 0.01 of log 10.
+    # Measured with the C tier on 2 shared cores (docs/questions.md, "Does the model learn to reverse a
+    # sequence?"): 71 s; the second half's validation loss is below 0.05 from step 180 and ends at 0.0011
+    # (accuracy 100%), the first half's ends at 2.3030, log 10 = 2.3026.
     n: int = 8  # tokens before the separator (and after it)
     alphabet: int = 10  # tokens 0 .. alphabet-1 are the symbols, token `alphabet` is the separator
     steps: int = 1000
-    batch_size: int = 64  # a fresh batch every step: the model never sees a sequence twice
+    batch_size: int = 64  # fresh every step, out of alphabet^n sequences: repeats are rare
     lr: float = 1e-3  # after a linear warmup, cosine down to lr / 10 at the last step
     warmup_steps: int = 50
     n_layer: int = 2
@@ -235,15 +235,15 @@ def run_reversal(
     )
     history, _ = train(tier, s, log, progress)
     loss, acc = history["per_position_loss"][-1], history["per_position_acc"][-1]
-    log(
-        f"validation at step {history['step'][-1]}, per position (log {s.alphabet} = {math.log(s.alphabet):.4f}):"
-    )
+    uniform = math.log(s.alphabet)
+    log(f"validation at step {history['step'][-1]}, per position (log {s.alphabet} = {uniform:.4f}):")
     log(f"{'t':>3} {'input':>5} {'target':>6} {'loss':>7} {'acc':>6}")
     inputs = [f"a{i + 1}" for i in range(s.n)] + ["|"] + [f"a{s.n - i}" for i in range(s.n - 1)]
     for t, (name_in, name_out) in enumerate(zip(inputs, target_names(s.n))):
         log(f"{t:>3} {name_in:>5} {name_out:>6} {loss[t]:>7.4f} {acc[t]:>6.3f}")
     log(
-        f"first half (t 0..{s.n - 2}): loss {history['first_loss'][-1]:.4f}, acc {history['first_acc'][-1]:.3f}; "
+        f"first half (t 0..{s.n - 2}): loss {history['first_loss'][-1]:.4f}, "
+        f"acc {history['first_acc'][-1]:.3f}; "
         f"second half (t {s.n}..{2 * s.n - 1}): loss {history['second_loss'][-1]:.4f}, "
         f"acc {history['second_acc'][-1]:.3f}"
     )
