@@ -558,7 +558,7 @@ static int config_from_fields(const JVal *f, GPTConfig *c, const char *name, cha
                         CONFIG_KEYS[k], repr);
         values[k] = (int)v->num.mag;
     }
-    *c = (GPTConfig){values[0], values[1], values[2], values[3], values[4]};
+    *c = (GPTConfig){values[0], values[1], values[2], values[3], values[4], 1, 1, 1};  // no ablation
     return config_check(*c, name, err, errlen);
 }
 

@@ -33,8 +33,9 @@ static void check(int ok, const char *fmt, ...) {
     n_failed += !ok;
 }
 
-static const GPTConfig TINY = {2, 2, 16, 16, 29};  // the "tiny" preset
-static const GPTConfig SMALL = {1, 1, 4, 3, 5};    // small enough for byte-by-byte truncation
+// the ablations (the last three fields) are 1, on, as in GPT-2, unless a test says otherwise
+static const GPTConfig TINY = {2, 2, 16, 16, 29, 1, 1, 1};  // the "tiny" preset
+static const GPTConfig SMALL = {1, 1, 4, 3, 5, 1, 1, 1};    // small enough for byte-by-byte truncation
 
 // ---- the canonical parameters, written out again here so the test does not trust the code it tests ----
 
@@ -407,7 +408,7 @@ static void test_writer_rejects(void) {
     bad.n_layer = 0;
     rc = st_write_checkpoint(path, bad, p, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
     check(rc == GPT_ERR_CONFIG, "n_layer 0 -> GPT_ERR_CONFIG: %s", err);
-    bad = (GPTConfig){2147483647, 1, 2147483647, 1, 1};
+    bad = (GPTConfig){2147483647, 1, 2147483647, 1, 1, 1, 1, 1};
     rc = st_write_checkpoint(path, bad, p, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
     check(rc == GPT_ERR_CONFIG, "a config too large to address -> GPT_ERR_CONFIG: %s", err);
     p[n / 2] = NAN;
@@ -1101,7 +1102,7 @@ static int write_seed(const char *dir, const char *name, unsigned char mode, con
 
 static int write_seeds(const char *dir) {
     mkdir(dir, 0777);
-    GPTConfig c = {1, 1, 2, 2, 3};  // the fuzzer's small config
+    GPTConfig c = {1, 1, 2, 2, 3, 1, 1, 1};  // the fuzzer's small config
     float *p = random_params(c), *m = random_params(c), *v = random_params(c);
     File f = {0};
     size_t len;

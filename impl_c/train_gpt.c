@@ -513,7 +513,8 @@ static int cmd_train(int argc, char **argv) {
         s.eval_iters = atoi(arg(argc, argv, "--eval-iters", "20"));
         s.seed = atoi(arg(argc, argv, "--seed", "1337"));
         GPTConfig c = {atoi(arg(argc, argv, "--n-layer", "4")), atoi(arg(argc, argv, "--n-head", "4")),
-                       atoi(arg(argc, argv, "--n-embd", "128")), atoi(arg(argc, argv, "--block-size", "64")), tok.n};
+                       atoi(arg(argc, argv, "--n-embd", "128")), atoi(arg(argc, argv, "--block-size", "64")), tok.n,
+                       1, 1, 1};  // no ablation
         m = gpt_create(c, err, sizeof err);
         if (!m) die("%s", err);
         init_params(m, (uint64_t)s.seed);

@@ -78,7 +78,7 @@ def c_read(path):
         str(path).encode(), cfg, ptr(params), ptr(m), ptr(v), ctypes.byref(step), meta, 1 << 16, err, 512
     )
     out = {
-        "config": {f: getattr(cfg, f) for f, _ in CConfig._fields_},
+        "config": cfg.to_config(),
         "has_optimizer": has_opt.value,
         "params": params,
         "m": m,
@@ -96,7 +96,7 @@ def test_c_reads_what_python_writes(tmp_path):
     save_checkpoint(path, CONFIG, state, opt, {"tokenizer": json.dumps("abc")})
     rc, err, got = c_read(path)
     assert rc == 0, err
-    assert got["config"] == CONFIG.to_dict() and got["has_optimizer"] == 1 and got["step"] == 7
+    assert got["config"] == CONFIG and got["has_optimizer"] == 1 and got["step"] == 7
     np.testing.assert_array_equal(got["params"], flat(state))
     np.testing.assert_array_equal(got["m"], flat(m))
     np.testing.assert_array_equal(got["v"], flat(v))
@@ -113,7 +113,7 @@ def test_python_reads_what_c_writes(tmp_path):
     path = tmp_path / "c.safetensors"
     rc = lib.st_write_checkpoint(
         str(path).encode(),
-        CConfig(**CONFIG.to_dict()),
+        CConfig.from_config(CONFIG),
         ptr(state),
         ptr(m),
         ptr(v),
