@@ -73,6 +73,7 @@ def library() -> ctypes.CDLL:
         "gpt_create": (c_void_p, [CConfig, c_char_p, c_size_t]),
         "gpt_destroy": (None, [c_void_p]),
         "gpt_error": (c_char_p, [c_void_p]),
+        "gpt_config": (CConfig, [c_void_p]),
         "gpt_num_params": (c_size_t, [CConfig]),
         "gpt_params": (f, [c_void_p]),
         "gpt_grads": (f, [c_void_p]),
