@@ -17,7 +17,7 @@
 
 #include "safetensors.h"
 
-static const GPTConfig FIXED = {1, 1, 2, 2, 3};  // the seeds' config
+static const GPTConfig FIXED = {1, 1, 2, 2, 3, 1, 1, 1};  // the seeds' config (GPT-2: no ablation)
 
 static size_t num_params(GPTConfig c) {  // SPEC.md "Config": V*C + T*C + L*(12C^2 + 13C) + 2C
     size_t C = (size_t)c.n_embd;

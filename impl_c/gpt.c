@@ -80,11 +80,18 @@ static void zero(float *p, size_t n) {
     for (size_t i = 0; i < n; i++) p[i] = 0.0f;
 }
 
+// dst[0 .. n-1] = src[0 .. n-1], on all threads
+static void copy(float *dst, const float *src, size_t n) {
+#pragma omp parallel for simd if (n > PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
 // ----------------------------------------------------------------------------------------------------
 // the layers, each a forward / backward pair
 
 // embedding (llm.c's encoder): x (B, T, C) = wte[idx] + wpe[pos0 + t]
-// pos0 > 0 when earlier positions are already in the KV cache (SPEC.md "KV cache")
+// pos0 > 0 when earlier positions are already in the KV cache (SPEC.md "KV cache").
+// wpe NULL: x = wte[idx], the model without position embedding (SPEC.md "Ablations")
 static void embedding_forward(float *out, const int32_t *idx, const float *wte, const float *wpe, int B,
                               int T, int C, int pos0) {
 #pragma omp parallel for collapse(2) if ((long)B * T * C > PARALLEL_MIN)
@@ -92,12 +99,17 @@ static void embedding_forward(float *out, const int32_t *idx, const float *wte, 
         for (int t = 0; t < T; t++) {
             float *out_bt = out + ((size_t)b * T + t) * C;
             const float *wte_ix = wte + (size_t)idx[b * T + t] * C;
+            if (wpe == NULL) {
+                memcpy(out_bt, wte_ix, (size_t)C * sizeof(float));
+                continue;
+            }
             const float *wpe_t = wpe + (size_t)(pos0 + t) * C;
             for (int i = 0; i < C; i++) out_bt[i] = wte_ix[i] + wpe_t[i];
         }
     }
 }
 
+// dwpe NULL: wpe took no part in the forward, and its gradient stays as it is (0 after gpt_zero_grad)
 static void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *idx, int B,
                                int T, int C) {
     // a token may appear many times, and its rows must add up in one fixed order: the threads split
@@ -110,11 +122,10 @@ static void embedding_backward(float *dwte, float *dwpe, const float *dout, cons
             for (int t = 0; t < T; t++) {
                 const float *dout_bt = dout + ((size_t)b * T + t) * C;
                 float *dwte_ix = dwte + (size_t)idx[b * T + t] * C;
+                for (int i = i0; i < i1; i++) dwte_ix[i] += dout_bt[i];
+                if (dwpe == NULL) continue;
                 float *dwpe_t = dwpe + (size_t)t * C;
-                for (int i = i0; i < i1; i++) {
-                    dwte_ix[i] += dout_bt[i];
-                    dwpe_t[i] += dout_bt[i];
-                }
+                for (int i = i0; i < i1; i++) dwpe_t[i] += dout_bt[i];
             }
         }
     }
@@ -190,16 +201,16 @@ static void layernorm_backward(float *dinp, float *dweight, float *dbias, const 
 }
 
 // attention, one head of one sequence, as the spec writes it: att = softmax(q @ k^T * scale, causal),
-// y = att @ v, with the two products on the fast gemm. nq queries at positions pos0 .. pos0+nq-1 attend
-// over the keys and values of positions 0 .. nk-1, nk = pos0 + nq (pos0 = 0 in training; the KV cache
-// passes its length). Rows of q, k, v, y are ldq, ldk, ldv, ldy floats apart; att is (nq, nk).
+// y = att @ v, with the two products on the fast gemm; scale is 1 / sqrt(HS), or 1 without
+// scale_attn_weights (attention_scale). nq queries at positions pos0 .. pos0+nq-1 attend over the keys
+// and values of positions 0 .. nk-1, nk = pos0 + nq (pos0 = 0 in training; the KV cache passes its
+// length). Rows of q, k, v, y are ldq, ldk, ldv, ldy floats apart; att is (nq, nk).
 // Query t sees keys 0 .. pos0+t; the masked weights are exactly 0, so the masked terms of att @ v
 // add exact zeros. Returns nonzero if a gemm could not allocate its packing buffers.
 static int attention_head_forward(float *y, long ldy, float *att, const float *q, long ldq,
                                   const float *k, long ldk, const float *v, long ldv, int nq, int pos0,
-                                  int HS) {
+                                  int HS, float scale) {
     int nk = pos0 + nq;
-    float scale = 1.0f / sqrtf((float)HS);
     // att = q @ k^T  (nq, HS) @ (HS, nk)
     int rc = gemm(nq, nk, HS, q, ldq, 1, k, 1, ldk, att, nk, 0);
     for (int t = 0; t < nq; t++) {
@@ -229,8 +240,7 @@ static int attention_head_forward(float *y, long ldy, float *att, const float *q
 // slices of dqkv); datt (T, T) is scratch
 static int attention_head_backward(float *dq, float *dk, float *dv, long ldd, const float *dy, long ldy,
                                    const float *q, const float *k, const float *v, long ld,
-                                   const float *att, int T, int HS, float *datt) {
-    float scale = 1.0f / sqrtf((float)HS);
+                                   const float *att, int T, int HS, float scale, float *datt) {
     // y = att @ v:  datt = dy @ v^T,  dv = att^T @ dy
     int rc = gemm(T, T, HS, dy, ldy, 1, v, 1, ld, datt, T, 0);
     rc |= gemm(T, HS, T, att, 1, T, dy, ldy, 1, dv, ldd, 0);
@@ -263,7 +273,7 @@ typedef struct {
 // cache, nk = T; with one, the new keys and values are appended at positions pos0 .. pos0+T-1 and the
 // queries attend over all nk = pos0 + T of them. The heads run in parallel, each on one thread.
 static int attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
-                             const LayerCache *cache) {
+                             float scale, const LayerCache *cache) {
     int HS = C / NH, pos0 = cache != NULL ? cache->pos0 : 0, nk = pos0 + T, rc = 0;
 #pragma omp parallel for collapse(2) reduction(| : rc) if ((long)B * NH * T * nk * HS > PARALLEL_MIN)
     for (int b = 0; b < B; b++) {
@@ -282,7 +292,7 @@ static int attention_forward(float *out, float *att, const float *qkv, int B, in
                 k = k_bh, v = v_bh, ldk = HS;
             }
             rc |= attention_head_forward(out + (size_t)b * T * C + h * HS, C, att + bh * T * nk, q, 3 * C,
-                                         k, ldk, v, ldk, T, pos0, HS);
+                                         k, ldk, v, ldk, T, pos0, HS, scale);
         }
     }
     return rc;
@@ -290,7 +300,7 @@ static int attention_forward(float *out, float *att, const float *qkv, int B, in
 
 // datt: (B, NH, T, T) scratch
 static int attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                              float *datt, int B, int T, int C, int NH) {
+                              float *datt, int B, int T, int C, int NH, float scale) {
     int HS = C / NH, rc = 0;
     // one (b, h) per thread: its dq, dk, dv are its own slices of dqkv
 #pragma omp parallel for collapse(2) reduction(| : rc) if ((long)B * NH * T * T * HS > PARALLEL_MIN)
@@ -299,7 +309,7 @@ static int attention_backward(float *dqkv, const float *dout, const float *qkv, 
             size_t off = (size_t)b * T * 3 * C + h * HS, bh = (size_t)b * NH + h;
             rc |= attention_head_backward(dqkv + off, dqkv + off + C, dqkv + off + 2 * C, 3 * C,
                                           dout + (size_t)b * T * C + h * HS, C, qkv + off, qkv + off + C,
-                                          qkv + off + 2 * C, 3 * C, att + bh * T * T, T, HS,
+                                          qkv + off + 2 * C, 3 * C, att + bh * T * T, T, HS, scale,
                                           datt + bh * T * T);
         }
     }
@@ -308,9 +318,8 @@ static int attention_backward(float *dqkv, const float *dout, const float *qkv, 
 
 // the naive twins of attention (llm.c's loops: a dot product per score), for training (no cache)
 NAIVE_TWIN static void attention_forward_naive(float *out, float *att, const float *qkv, int B, int T,
-                                               int C, int NH) {
+                                               int C, int NH, float scale) {
     int HS = C / NH;
-    float scale = 1.0f / sqrtf((float)HS);
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < NH; h++) {
@@ -344,9 +353,9 @@ NAIVE_TWIN static void attention_forward_naive(float *out, float *att, const flo
 }
 
 NAIVE_TWIN static void attention_backward_naive(float *dqkv, const float *dout, const float *qkv,
-                                                const float *att, int B, int T, int C, int NH) {
+                                                const float *att, int B, int T, int C, int NH,
+                                                float scale) {
     int HS = C / NH;
-    float scale = 1.0f / sqrtf((float)HS);
     memset(dqkv, 0, (size_t)B * T * 3 * C * sizeof(float));  // then += over queries
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
@@ -493,10 +502,15 @@ static const struct {
     {"mlp.c_fc.bias", 4, 0},      {"mlp.c_proj.weight", 4, 1}, {"mlp.c_proj.bias", 1, 0},
 };
 
+static int is_switch(int v) { return v == 0 || v == 1; }
+
 int gpt_config_check(GPTConfig c, char *err, size_t errlen) {
     const char *problem = NULL;
     if (c.n_layer <= 0 || c.n_head <= 0 || c.n_embd <= 0 || c.block_size <= 0 || c.vocab_size <= 0) {
-        problem = "every config field must be > 0";
+        problem = "every size in the config must be > 0";
+    } else if (!is_switch(c.scale_attn_weights) || !is_switch(c.residual) ||
+               !is_switch(c.position_embedding)) {
+        problem = "scale_attn_weights, residual and position_embedding must be 0 or 1";
     } else if (c.n_embd % c.n_head != 0) {
         problem = "n_embd must be a multiple of n_head";
     } else if (c.n_layer > (1 << 16) || c.n_embd > (1 << 20) || c.block_size > (1 << 20) ||
@@ -508,8 +522,11 @@ int gpt_config_check(GPTConfig c, char *err, size_t errlen) {
     }
     if (problem == NULL) return GPT_OK;
     if (err != NULL && errlen > 0) {
-        snprintf(err, errlen, "%s (n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d)",
-                 problem, c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size);
+        snprintf(err, errlen,
+                 "%s (n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d, scale_attn_weights %d, "
+                 "residual %d, position_embedding %d)",
+                 problem, c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size, c.scale_attn_weights,
+                 c.residual, c.position_embedding);
     }
     return GPT_ERR_CONFIG;
 }
@@ -823,26 +840,35 @@ static int check_tokens(GPT *m, const int32_t *idx, int B, int T) {
     return GPT_OK;
 }
 
+// attention's scale: 1 / sqrt(HS), or 1 without scale_attn_weights (SPEC.md "Ablations")
+static float attention_scale(GPTConfig c) {
+    return c.scale_attn_weights ? 1.0f / sqrtf((float)(c.n_embd / c.n_head)) : 1.0f;
+}
+
 // one transformer block: x (B, T, C) -> a.res_2 (B, T, C); pre-LayerNorm, residual around each half
-static int block_forward(BlockActs a, const float *x, const BlockTensors *p, int B, int T, int C, int NH,
+// (without c.residual, each half's output replaces the stream: SPEC.md "Ablations")
+static int block_forward(BlockActs a, const float *x, const BlockTensors *p, int B, int T, GPTConfig c,
                          const LayerCache *cache) {
-    int N = B * T, rc = 0;  // rc: nonzero if a matmul could not allocate its packing buffers
+    int N = B * T, C = c.n_embd, NH = c.n_head, rc = 0;  // rc: nonzero if a matmul could not allocate
+    size_t NC = (size_t)N * C;
     layernorm_forward(a.ln_1, a.ln_1_mean, a.ln_1_rstd, x, p->ln_1_w, p->ln_1_b, N, C);
     rc |= matmul_forward(a.attn_qkv, a.ln_1, p->attn_c_attn_w, p->attn_c_attn_b, N, C, 3 * C);
-    rc |= attention_forward(a.attn_y, a.attn_att, a.attn_qkv, B, T, C, NH, cache);
+    rc |= attention_forward(a.attn_y, a.attn_att, a.attn_qkv, B, T, C, NH, attention_scale(c), cache);
     rc |= matmul_forward(a.attn_out, a.attn_y, p->attn_c_proj_w, p->attn_c_proj_b, N, C, C);
-    residual_forward(a.res_1, x, a.attn_out, (size_t)N * C);
+    if (c.residual) residual_forward(a.res_1, x, a.attn_out, NC);
+    else copy(a.res_1, a.attn_out, NC);
     layernorm_forward(a.ln_2, a.ln_2_mean, a.ln_2_rstd, a.res_1, p->ln_2_w, p->ln_2_b, N, C);
     rc |= matmul_forward(a.mlp_fc, a.ln_2, p->mlp_c_fc_w, p->mlp_c_fc_b, N, C, 4 * C);
-    gelu_forward(a.mlp_gelu, a.mlp_fc, (size_t)N * 4 * C);
+    gelu_forward(a.mlp_gelu, a.mlp_fc, 4 * NC);
     rc |= matmul_forward(a.mlp_out, a.mlp_gelu, p->mlp_c_proj_w, p->mlp_c_proj_b, N, 4 * C, C);
-    residual_forward(a.res_2, a.res_1, a.mlp_out, (size_t)N * C);
+    if (c.residual) residual_forward(a.res_2, a.res_1, a.mlp_out, NC);
+    else copy(a.res_2, a.mlp_out, NC);
     return rc;
 }
 
 int gpt_forward(GPT *m, const int32_t *idx, const int32_t *targets, int B, int T, float *loss) {
     GPTConfig c = m->config;
-    int C = c.n_embd, NH = c.n_head, V = c.vocab_size, L = c.n_layer;
+    int C = c.n_embd, V = c.vocab_size, L = c.n_layer;
     int rc = check_tokens(m, idx, B, T);
     if (rc != GPT_OK) return rc;
     int count = 0;
@@ -874,11 +900,11 @@ int gpt_forward(GPT *m, const int32_t *idx, const int32_t *targets, int B, int T
 
     // SPEC.md "Architecture", top to bottom
     ActivationTensors *a = &m->acts;
-    embedding_forward(a->emb, idx, m->params.wte, m->params.wpe, B, T, C, 0);
+    embedding_forward(a->emb, idx, m->params.wte, c.position_embedding ? m->params.wpe : NULL, B, T, C, 0);
     int mm = 0;
     for (int l = 0; l < L; l++) {
         const float *x = l == 0 ? a->emb : a->res_2 + (size_t)(l - 1) * N * C;
-        mm |= block_forward(block_acts(a, c, l, B, T), x, &m->params.h[l], B, T, C, NH, NULL);
+        mm |= block_forward(block_acts(a, c, l, B, T), x, &m->params.h[l], B, T, c, NULL);
     }
     const float *x = a->res_2 + (size_t)(L - 1) * N * C;
     layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, x, m->params.ln_f_w, m->params.ln_f_b, (int)N,
@@ -947,7 +973,7 @@ int gpt_attention_forward(GPT *m, int layer, const float *x, int B, int T, float
     const BlockTensors *p = &m->params.h[layer];
     // block_forward's attention lines
     int mm = matmul_forward(a.attn_qkv, x, p->attn_c_attn_w, p->attn_c_attn_b, N, C, 3 * C);
-    mm |= attention_forward(a.attn_y, a.attn_att, a.attn_qkv, B, T, C, c.n_head, NULL);
+    mm |= attention_forward(a.attn_y, a.attn_att, a.attn_qkv, B, T, C, c.n_head, attention_scale(c), NULL);
     mm |= matmul_forward(out, a.attn_y, p->attn_c_proj_w, p->attn_c_proj_b, N, C, C);
     return mm != 0 ? fail(m, GPT_ERR_MEMORY, "out of memory for a matmul's packing buffers") : GPT_OK;
 }
@@ -958,7 +984,7 @@ int gpt_block_forward(GPT *m, int layer, const float *x, int B, int T, float *ou
     GPTConfig c = m->config;
     BlockActs a = block_acts(&m->acts, c, layer, B, T);
     a.res_2 = out;
-    int mm = block_forward(a, x, &m->params.h[layer], B, T, c.n_embd, c.n_head, NULL);
+    int mm = block_forward(a, x, &m->params.h[layer], B, T, c, NULL);
     return mm != 0 ? fail(m, GPT_ERR_MEMORY, "out of memory for a matmul's packing buffers") : GPT_OK;
 }
 
@@ -966,11 +992,17 @@ void gpt_zero_grad(GPT *m) { zero(m->grads_memory, m->num_params); }
 
 // the block's forward in reverse: dout is d loss / d res_2, dx = d loss / d x (the block's input)
 static int block_backward(float *dx, BlockTensors *g, const float *dout, BlockActs a, const float *x,
-                          const BlockTensors *p, GradScratch *s, int B, int T, int C, int NH) {
-    int N = B * T, rc = 0;
+                          const BlockTensors *p, GradScratch *s, int B, int T, GPTConfig c) {
+    int N = B * T, C = c.n_embd, NH = c.n_head, rc = 0;
     size_t NC = (size_t)N * C;
-    // res_2 = res_1 + mlp_out
-    residual_backward(s->dres_1, s->dmlp_out, dout, NC);
+    // res_2 = res_1 + mlp_out; without the residual, res_2 = mlp_out and res_1's gradient comes only
+    // through ln_2 (which adds to it, so it starts at 0)
+    if (c.residual) {
+        residual_backward(s->dres_1, s->dmlp_out, dout, NC);
+    } else {
+        zero(s->dres_1, NC);
+        copy(s->dmlp_out, dout, NC);
+    }
     // mlp_out = mlp_gelu @ mlp.c_proj;  mlp_gelu = gelu(mlp_fc);  mlp_fc = ln_2 @ mlp.c_fc
     rc |= matmul_backward(s->dmlp_gelu, g->mlp_c_proj_w, g->mlp_c_proj_b, s->dmlp_out, a.mlp_gelu,
                           p->mlp_c_proj_w, N, 4 * C, C);
@@ -980,12 +1012,19 @@ static int block_backward(float *dx, BlockTensors *g, const float *dout, BlockAc
     // ln_2 = LN(res_1)
     layernorm_backward(s->dres_1, g->ln_2_w, g->ln_2_b, s->dln, a.res_1, p->ln_2_w, a.ln_2_mean,
                        a.ln_2_rstd, N, C);
-    // res_1 = x + attn_out
-    residual_backward(dx, s->dattn_out, s->dres_1, NC);
+    // res_1 = x + attn_out; without the residual, res_1 = attn_out and x's gradient comes only
+    // through ln_1
+    if (c.residual) {
+        residual_backward(dx, s->dattn_out, s->dres_1, NC);
+    } else {
+        zero(dx, NC);
+        copy(s->dattn_out, s->dres_1, NC);
+    }
     // attn_out = attn_y @ attn.c_proj;  attn_y = attention(attn_qkv);  attn_qkv = ln_1 @ attn.c_attn
     rc |= matmul_backward(s->dattn_y, g->attn_c_proj_w, g->attn_c_proj_b, s->dattn_out, a.attn_y,
                           p->attn_c_proj_w, N, C, C);
-    rc |= attention_backward(s->dattn_qkv, s->dattn_y, a.attn_qkv, a.attn_att, s->datt, B, T, C, NH);
+    rc |= attention_backward(s->dattn_qkv, s->dattn_y, a.attn_qkv, a.attn_att, s->datt, B, T, C, NH,
+                             attention_scale(c));
     rc |= matmul_backward(s->dln, g->attn_c_attn_w, g->attn_c_attn_b, s->dattn_qkv, a.ln_1,
                           p->attn_c_attn_w, N, C, 3 * C);
     // ln_1 = LN(x)
@@ -998,7 +1037,7 @@ int gpt_backward(GPT *m) {
         return fail(m, GPT_ERR_STATE, "backward needs a forward with targets first");
     }
     GPTConfig c = m->config;
-    int B = m->B, T = m->T, C = c.n_embd, NH = c.n_head, V = c.vocab_size, L = c.n_layer;
+    int B = m->B, T = m->T, C = c.n_embd, V = c.vocab_size, L = c.n_layer;
     int N = B * T;
     size_t NC = (size_t)N * C;
     int rc = fit_scratch(m, B, T);
@@ -1021,12 +1060,12 @@ int gpt_backward(GPT *m) {
         // dres: d loss / d (block l's output); dres_prev receives d loss / d (its input)
         const float *x = l == 0 ? a->emb : a->res_2 + (size_t)(l - 1) * NC;
         mm |= block_backward(s->dres_prev, &g->h[l], s->dres, block_acts(a, c, l, B, T), x,
-                             &m->params.h[l], s, B, T, C, NH);
+                             &m->params.h[l], s, B, T, c);
         float *t = s->dres;
         s->dres = s->dres_prev, s->dres_prev = t;
     }
-    // emb = wte[idx] + wpe[t]
-    embedding_backward(g->wte, g->wpe, s->dres, m->inputs, B, T, C);
+    // emb = wte[idx] + wpe[t] (without position embedding, emb = wte[idx]: wpe's gradient stays 0)
+    embedding_backward(g->wte, c.position_embedding ? g->wpe : NULL, s->dres, m->inputs, B, T, C);
     if (mm != 0) return fail(m, GPT_ERR_MEMORY, "out of memory for a matmul's packing buffers");
     return GPT_OK;
 }
@@ -1145,12 +1184,13 @@ int gpt_cache_forward(GPT *m, const int32_t *idx, int B, int T, float *logits_ou
         .ln_2 = kv->ln, .ln_2_mean = kv->ln_mean, .ln_2_rstd = kv->ln_rstd, .mlp_fc = kv->fc,
         .mlp_gelu = kv->gelu, .mlp_out = kv->mlp_out, .res_2 = kv->x,
     };
-    embedding_forward(kv->x, idx, m->params.wte, m->params.wpe, B, T, C, pos0);  // positions pos0 ..
+    const float *wpe = c.position_embedding ? m->params.wpe : NULL;
+    embedding_forward(kv->x, idx, m->params.wte, wpe, B, T, C, pos0);  // positions pos0 ..
     int mm = 0;
     for (int l = 0; l < L; l++) {
         size_t layer = (size_t)l * B * NH * c.block_size * HS;
         LayerCache lc = {kv->k + layer, kv->v + layer, pos0, c.block_size};
-        mm |= block_forward(a, kv->x, &m->params.h[l], B, T, C, NH, &lc);
+        mm |= block_forward(a, kv->x, &m->params.h[l], B, T, c, &lc);
     }
     layernorm_forward(kv->ln, kv->ln_mean, kv->ln_rstd, kv->x, m->params.ln_f_w, m->params.ln_f_b, N, C);
     mm |= head_forward(logits_out, kv->ln, m->params.wte, N, C, V);

@@ -11,13 +11,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// mirrors shared/config.py GPTConfig, same field names and order
+// mirrors shared/config.py GPTConfig, same field names and order. The last three are the spec's
+// ablations (SPEC.md "Ablations"), 0 or 1, and 1 in GPT-2: a config built field by field must set them,
+// since a zeroed one switches all three off.
 typedef struct {
     int n_layer;
     int n_head;
     int n_embd;
     int block_size;
     int vocab_size;
+    int scale_attn_weights;  // 1: scores divided by sqrt(HS); 0: att = q @ k^T
+    int residual;            // 1: x + f(LN(x)) in both halves of every block; 0: f(LN(x))
+    int position_embedding;  // 1: x = wte[idx] + wpe[pos]; 0: x = wte[idx] (wpe unused, gradient 0)
 } GPTConfig;
 
 // error codes; a message is kept in the model (gpt_error) or written to the caller's buffer

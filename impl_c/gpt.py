@@ -2,6 +2,7 @@
 # Every input is checked here, with the shared checks, before anything reaches C; the C code checks
 # again for the standalone program, but never sees an input the Python side would reject.
 import ctypes
+import dataclasses
 import functools
 import os
 from ctypes import POINTER, c_char_p, c_float, c_int, c_int32, c_size_t, c_void_p
@@ -20,7 +21,7 @@ from shared.checks import (
     check_piece,
     check_targets,
 )
-from shared.config import GPTConfig
+from shared.config import ABLATIONS, GPTConfig
 from shared.errors import GPTError, InputError
 from shared.params import check_state_dict, param_shapes
 from shared.sampling import generate_tokens
@@ -32,7 +33,17 @@ ACT_KINDS = ["emb", *LAYER_ACTIVATIONS, "ln_f", "logits"]
 
 
 class CConfig(ctypes.Structure):
-    _fields_ = [(name, c_int) for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")]
+    # gpt.h's GPTConfig: shared/config.py's fields, same names and order, all int (the ablations 0 / 1)
+    _fields_ = [(f.name, c_int) for f in dataclasses.fields(GPTConfig)]
+
+    @classmethod
+    def from_config(cls, config: GPTConfig) -> "CConfig":
+        # every field, the ablations included: one left out would be 0, which switches it off
+        return cls(**{f.name: int(getattr(config, f.name)) for f in dataclasses.fields(config)})
+
+    def to_config(self) -> GPTConfig:
+        values = {name: getattr(self, name) for name, _ in self._fields_}
+        return GPTConfig(**{n: bool(v) if n in ABLATIONS else v for n, v in values.items()})
 
 
 # OpenMP's threads wait for each other at the end of every parallel loop, and libgomp has them spin
@@ -62,6 +73,7 @@ def library() -> ctypes.CDLL:
         "gpt_create": (c_void_p, [CConfig, c_char_p, c_size_t]),
         "gpt_destroy": (None, [c_void_p]),
         "gpt_error": (c_char_p, [c_void_p]),
+        "gpt_config": (CConfig, [c_void_p]),
         "gpt_num_params": (c_size_t, [CConfig]),
         "gpt_params": (f, [c_void_p]),
         "gpt_grads": (f, [c_void_p]),
@@ -160,10 +172,10 @@ class GPT:
         self.adamw = adamw or AdamWConfig()
         self._lib = library()
         err = ctypes.create_string_buffer(ERR_LEN)
-        self._ptr = self._lib.gpt_create(CConfig(**config.to_dict()), err, ERR_LEN)
+        self._ptr = self._lib.gpt_create(CConfig.from_config(config), err, ERR_LEN)
         if not self._ptr:
             raise GPTError(f"the C tier could not create the model: {err.value.decode()}")
-        n = self._lib.gpt_num_params(CConfig(**config.to_dict()))
+        n = self._lib.gpt_num_params(CConfig.from_config(config))
         # numpy views of C's flat buffers (canonical order); they live as long as this object
         view = lambda p: np.ctypeslib.as_array(p, shape=(n,))
         self._params = view(self._lib.gpt_params(self._ptr))

@@ -133,11 +133,33 @@ static int64_t canonical_index(GPTConfig c, const char *s, size_t n) {
     return -1;
 }
 
+// shared/config.py ABLATIONS: the switches of SPEC.md "Ablations", in GPTConfig's order, 1 (true) in GPT-2
+static const char *const ABLATIONS[3] = {"scale_attn_weights", "residual", "position_embedding"};
+
+static void ablation_values(GPTConfig c, int out[3]) {
+    out[0] = c.scale_attn_weights, out[1] = c.residual, out[2] = c.position_embedding;
+}
+
+// a config for messages: the five sizes, then each ablation that is not on (as GPTConfig's repr)
+static void config_repr(GPTConfig c, char *buf, size_t cap) {
+    int k = snprintf(buf, cap, "n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d", c.n_layer, c.n_head,
+                     c.n_embd, c.block_size, c.vocab_size);
+    int on[3];
+    ablation_values(c, on);
+    for (int i = 0; i < 3 && k >= 0 && (size_t)k < cap; i++)
+        if (on[i] != 1) k += snprintf(buf + k, cap - (size_t)k, ", %s %d", ABLATIONS[i], on[i]);
+}
+
 // shared/config.py's checks, plus a size this implementation can address: num_params * 8 bytes (the
 // size of the model in F64) fits in size_t, so no byte count below can overflow
 static int config_check(GPTConfig c, const char *name, char *err, size_t errlen) {
     const char *fields[5] = {"n_layer", "n_head", "n_embd", "block_size", "vocab_size"};
-    int values[5] = {c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size};
+    int values[5] = {c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size}, on[3];
+    ablation_values(c, on);
+    for (int i = 0; i < 3; i++)
+        if (on[i] != 0 && on[i] != 1)
+            return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.%s must be true or false (1 or 0), got %d", name,
+                        ABLATIONS[i], on[i]);
     for (int i = 0; i < 5; i++)
         if (values[i] <= 0)
             return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.%s must be positive, got %d", name, fields[i], values[i]);
@@ -533,17 +555,32 @@ static int py_eq_num(const JVal *v, double x) {
 
 // ---- config (shared/config.py GPTConfig.from_dict) ----
 
-static const char *const CONFIG_KEYS[6] = {"n_layer", "n_head", "n_embd", "block_size", "vocab_size", "n_positions"};
+// the five sizes, n_positions, then the three ablations (ABLATIONS' order)
+enum { N_CONFIG_KEYS = 9 };
+static const char *const CONFIG_KEYS[N_CONFIG_KEYS] = {
+    "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "n_positions",
+    "scale_attn_weights", "residual", "position_embedding",
+};
 
-// fields: the values of CONFIG_KEYS; n_positions stands in for a missing block_size
+// fields: the values of CONFIG_KEYS; n_positions stands in for a missing block_size, an ablation
+// missing is true. The checks in GPTConfig's order: missing sizes, then the ablations' types, then the sizes.
 static int config_from_fields(const JVal *f, GPTConfig *c, const char *name, char *err, size_t errlen) {
-    int values[5];
+    int values[5], on[3];
     char missing[80] = "";
     for (int k = 0; k < 5; k++) {
         const JVal *v = k == 3 && f[3].type < 0 ? &f[5] : &f[k];
         if (v->type < 0) snprintf(missing + strlen(missing), sizeof missing - strlen(missing), "%s%s", missing[0] ? ", " : "", CONFIG_KEYS[k]);
     }
     if (missing[0]) return fail(err, errlen, GPT_ERR_CONFIG, "%s: config is missing %s", name, missing);
+    for (int k = 0; k < 3; k++) {  // JSON true or false, nothing else (1 is an int, not a bool, in Python too)
+        const JVal *v = &f[6 + k];
+        on[k] = v->type != J_FALSE;
+        if (v->type < 0 || v->type == J_TRUE || v->type == J_FALSE) continue;
+        char repr[64];
+        py_repr(v, repr, sizeof repr);
+        return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.%s must be true or false, got %s %s", name, ABLATIONS[k],
+                    v->type == J_NUM ? (v->num.is_int ? "int" : "float") : PY_TYPE[v->type], repr);
+    }
     for (int k = 0; k < 5; k++) {
         const JVal *v = k == 3 && f[3].type < 0 ? &f[5] : &f[k];
         char repr[64];
@@ -558,16 +595,16 @@ static int config_from_fields(const JVal *f, GPTConfig *c, const char *name, cha
                         CONFIG_KEYS[k], repr);
         values[k] = (int)v->num.mag;
     }
-    *c = (GPTConfig){values[0], values[1], values[2], values[3], values[4]};
+    *c = (GPTConfig){values[0], values[1], values[2], values[3], values[4], on[0], on[1], on[2]};
     return config_check(*c, name, err, errlen);
 }
 
 // the "config" metadata string of our single file
 static int config_from_json(const char *text, size_t n, GPTConfig *c, const char *name, char *err, size_t errlen) {
-    JVal f[6];
+    JVal f[N_CONFIG_KEYS];
     int top;
     char msg[160];
-    if (parse_fields(text, n, CONFIG_KEYS, f, 6, &top, NULL, NULL, 0, msg, sizeof msg))
+    if (parse_fields(text, n, CONFIG_KEYS, f, N_CONFIG_KEYS, &top, NULL, NULL, 0, msg, sizeof msg))
         return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: the config in __metadata__ is not valid JSON (%s)", name, msg);
     if (top != J_OBJECT)
         return fail(err, errlen, GPT_ERR_CONFIG, "%s: config must be a JSON object, got %s", name,
@@ -575,17 +612,21 @@ static int config_from_json(const char *text, size_t n, GPTConfig *c, const char
     return config_from_fields(f, c, name, err, errlen);
 }
 
-// config.json of a Hugging Face directory: the config, then shared/checkpoint.py HF_REQUIRED
+// config.json of a Hugging Face directory: the config (Hugging Face's scale_attn_weights is ours, and
+// GPTConfig.from_dict reads residual and position_embedding there too), then shared/checkpoint.py
+// HF_REQUIRED
 static int config_from_hf_json(const char *text, size_t n, GPTConfig *c, const char *name, char *err, size_t errlen) {
-    static const char *const keys[12] = {
-        "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "n_positions",
-        "activation_function", "layer_norm_epsilon", "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
-        "tie_word_embeddings", "n_inner",
+    enum { N_KEYS = N_CONFIG_KEYS + 5 };
+    static const char *const keys[N_KEYS] = {
+        "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "n_positions",  // CONFIG_KEYS, in its order
+        "scale_attn_weights", "residual", "position_embedding",
+        "activation_function", "layer_norm_epsilon", "scale_attn_by_inverse_layer_idx", "tie_word_embeddings",
+        "n_inner",
     };
-    JVal f[12];
+    JVal f[N_KEYS];
     int top;
     char msg[160];
-    if (parse_fields(text, n, keys, f, 12, &top, NULL, NULL, 0, msg, sizeof msg))
+    if (parse_fields(text, n, keys, f, N_KEYS, &top, NULL, NULL, 0, msg, sizeof msg))
         return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: not valid JSON (%s)", name, msg);
     if (top != J_OBJECT)
         return fail(err, errlen, GPT_ERR_CONFIG, "%s: config must be a JSON object, got %s", name,
@@ -593,15 +634,14 @@ static int config_from_hf_json(const char *text, size_t n, GPTConfig *c, const c
     int rc = config_from_fields(f, c, name, err, errlen);
     if (rc) return rc;
     const char *need = NULL;
-    const JVal *v = NULL;
-    if (f[6].type >= 0 && !(f[6].type == J_STR && name_is(f[6].str, f[6].str_len, "gelu_new")))
-        need = "'gelu_new'", v = &f[6];
-    else if (f[7].type >= 0 && !py_eq_num(&f[7], 1e-5)) need = "1e-05", v = &f[7];
-    else if (f[8].type >= 0 && !py_eq_num(&f[8], 1.0)) need = "True", v = &f[8];
-    else if (f[9].type >= 0 && !py_eq_num(&f[9], 0.0)) need = "False", v = &f[9];
-    else if (f[10].type >= 0 && !py_eq_num(&f[10], 1.0)) need = "True", v = &f[10];
-    else if (f[11].type >= 0 && f[11].type != J_NULL && !py_eq_num(&f[11], 4.0 * c->n_embd))
-        need = "None (or 4 * n_embd)", v = &f[11];
+    const JVal *v = NULL, *h = f + N_CONFIG_KEYS;  // HF_REQUIRED, in keys' order
+    if (h[0].type >= 0 && !(h[0].type == J_STR && name_is(h[0].str, h[0].str_len, "gelu_new")))
+        need = "'gelu_new'", v = &h[0];
+    else if (h[1].type >= 0 && !py_eq_num(&h[1], 1e-5)) need = "1e-05", v = &h[1];
+    else if (h[2].type >= 0 && !py_eq_num(&h[2], 0.0)) need = "False", v = &h[2];
+    else if (h[3].type >= 0 && !py_eq_num(&h[3], 1.0)) need = "True", v = &h[3];
+    else if (h[4].type >= 0 && h[4].type != J_NULL && !py_eq_num(&h[4], 4.0 * c->n_embd))
+        need = "None (or 4 * n_embd)", v = &h[4];
     if (need) {
         char repr[64];
         py_repr(v, repr, sizeof repr);
@@ -1359,12 +1399,13 @@ static int ckpt_read(const Ckpt *c, GPTConfig cfg, float *params, float *m, floa
                      size_t meta_cap, char *err, size_t errlen) {
     const char *name = c->src.name;
     if (!params) return fail(err, errlen, GPT_ERR_INPUT, "%s: params is NULL", name);
-    if (memcmp(&cfg, &c->cfg, sizeof cfg) != 0)
-        return fail(err, errlen, GPT_ERR_CONFIG,
-                    "%s: the file's config (n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d) differs from the "
-                    "one given (n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d)",
-                    name, c->cfg.n_layer, c->cfg.n_head, c->cfg.n_embd, c->cfg.block_size, c->cfg.vocab_size, cfg.n_layer,
-                    cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size);
+    if (memcmp(&cfg, &c->cfg, sizeof cfg) != 0) {  // every field, the ablations included
+        char file_cfg[200], given_cfg[200];
+        config_repr(c->cfg, file_cfg, sizeof file_cfg);
+        config_repr(cfg, given_cfg, sizeof given_cfg);
+        return fail(err, errlen, GPT_ERR_CONFIG, "%s: the file's config (%s) differs from the one given (%s)", name,
+                    file_cfg, given_cfg);
+    }
     if (meta_out) {
         size_t need = metadata_json(&c->h, NULL, 0) + 1;
         if (meta_cap < need)
@@ -1724,15 +1765,22 @@ int st_write_checkpoint(const char *path, GPTConfig cfg, const float *params, co
     TensorEntry *tens = calloc((size_t)ntens, sizeof *tens);
     unsigned char *chunk = malloc(CHUNK);
     Buf hdr = {0};
-    char config_json[200], step_str[24], *tmp = NULL, *dir = NULL;
+    char config_json[320], step_str[24], *tmp = NULL, *dir = NULL;
     int fd = -1;
     if (!meta || !tens || !chunk) {
         rc = fail(err, errlen, GPT_ERR_MEMORY, "%s: out of memory", path);
         goto done;
     }
-    snprintf(config_json, sizeof config_json,  // GPTConfig.to_json(): sorted keys, json.dumps' separators
-             "{\"block_size\": %d, \"n_embd\": %d, \"n_head\": %d, \"n_layer\": %d, \"vocab_size\": %d}",
-             cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.vocab_size);
+    // GPTConfig.to_json(): sorted keys, json.dumps' separators, an ablation only when it is off (so GPT-2's
+    // config is the five sizes alone)
+    size_t len = (size_t)snprintf(config_json, sizeof config_json,
+                                  "{\"block_size\": %d, \"n_embd\": %d, \"n_head\": %d, \"n_layer\": %d",
+                                  cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer);
+    const char *sorted[3] = {"position_embedding", "residual", "scale_attn_weights"};
+    int off[3] = {!cfg.position_embedding, !cfg.residual, !cfg.scale_attn_weights};
+    for (int i = 0; i < 3; i++)
+        if (off[i]) len += (size_t)snprintf(config_json + len, sizeof config_json - len, ", \"%s\": false", sorted[i]);
+    snprintf(config_json + len, sizeof config_json - len, ", \"vocab_size\": %d}", cfg.vocab_size);
     snprintf(step_str, sizeof step_str, "%d", step);
     size_t nm = 0;
     meta[nm++] = (MetaEntry){"format", ST_FORMAT};

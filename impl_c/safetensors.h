@@ -59,6 +59,9 @@ enum {
 // a Hugging Face directory. err receives a message (may be NULL, errlen 0). Returns GPT_OK or a code.
 
 // *cfg: the checkpoint's config; *has_optimizer (nullable): 1 for a training checkpoint, else 0.
+// The ablations (SPEC.md "Ablations") are JSON true or false in the config (config.json too, where
+// Hugging Face's scale_attn_weights means ours); one that is absent is true (1), any other value is
+// GPT_ERR_CONFIG. The writer writes one only when it is false, as GPTConfig.to_json() does.
 int st_read_config(const char *path, GPTConfig *cfg, int *has_optimizer, char *err, size_t errlen);
 
 // Fills params (required) and, when not NULL, m and v with the weights and AdamW moments in the

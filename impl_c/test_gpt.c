@@ -1,6 +1,7 @@
 // Tests of the C tier that need no Python: each fast kernel against its naive twin, the backward pass
 // against finite differences, thread-count independence and run-to-run determinism, the KV cache
-// against the full forward, and the error paths. Prints one line per check; exits 1 if any fails.
+// against the full forward, and the error paths; the model-level ones for GPT-2 and again with each
+// ablation of SPEC.md "Ablations" switched off. Prints one line per check; exits 1 if any fails.
 // (The numerics against the float64 reference are the conformance suite's job.)
 //
 // Like llm.c's test_gpt2.c, this file includes the model's source, to reach its static layers.
@@ -156,27 +157,52 @@ static void test_layers(void) {
     check(e < 1e-6, "gelu_backward vs naive", "rel err %.1e", e);
     free(x), free(dout), free(y), free(y_ref), free(dx), free(dx_ref);
 
-    // attention: B=2, T=37 (odd), C=48 in 3 heads of 16
+    // attention: B=2, T=37 (odd), C=48 in 3 heads of 16, scaled by 1 / sqrt(16) and (without
+    // scale_attn_weights) not at all
     int B = 2, T = 37, C = 48, NH = 3;
     size_t nqkv = (size_t)B * T * 3 * C, ny = (size_t)B * T * C, natt = (size_t)B * NH * T * T;
     float *qkv = randn(nqkv, 1.0f), *dy = randn(ny, 1.0f);
     float *att = randn(natt, 1.0f), *att_ref = randn(natt, 1.0f);
     float *out = randn(ny, 1.0f), *out_ref = randn(ny, 1.0f), *scratch = randn(natt, 1.0f);
-    int rc = attention_forward(out, att, qkv, B, T, C, NH, NULL);
-    attention_forward_naive(out_ref, att_ref, qkv, B, T, C, NH);
-    double e1 = rel_err(out, out_ref, ny), e2 = rel_err(att, att_ref, natt);
-    check(rc == 0 && e1 < 1e-6 && e2 < 1e-6, "attention_forward vs naive", "rel err y %.1e att %.1e", e1,
-          e2);
     float *dqkv = randn(nqkv, 1.0f), *dqkv_ref = copy_of(dqkv, nqkv);
-    rc = attention_backward(dqkv, dy, qkv, att, scratch, B, T, C, NH);
-    attention_backward_naive(dqkv_ref, dy, qkv, att, B, T, C, NH);
-    e = rel_err(dqkv, dqkv_ref, nqkv);
-    check(rc == 0 && e < 1e-5, "attention_backward vs naive", "rel err dqkv %.1e", e);
+    float scales[2] = {0.25f, 1.0f};
+    for (int i = 0; i < 2; i++) {
+        char what[64];
+        int rc = attention_forward(out, att, qkv, B, T, C, NH, scales[i], NULL);
+        attention_forward_naive(out_ref, att_ref, qkv, B, T, C, NH, scales[i]);
+        double e1 = rel_err(out, out_ref, ny), e2 = rel_err(att, att_ref, natt);
+        snprintf(what, sizeof(what), "attention_forward vs naive, scale %g", scales[i]);
+        check(rc == 0 && e1 < 1e-6 && e2 < 1e-6, what, "rel err y %.1e att %.1e", e1, e2);
+        rc = attention_backward(dqkv, dy, qkv, att, scratch, B, T, C, NH, scales[i]);
+        attention_backward_naive(dqkv_ref, dy, qkv, att, B, T, C, NH, scales[i]);
+        e = rel_err(dqkv, dqkv_ref, nqkv);
+        snprintf(what, sizeof(what), "attention_backward vs naive, scale %g", scales[i]);
+        check(rc == 0 && e < 1e-5, what, "rel err dqkv %.1e", e);
+    }
     free(qkv), free(dy), free(att), free(att_ref), free(out), free(out_ref), free(scratch);
     free(dqkv), free(dqkv_ref);
 }
 
 // ---- whole-model tests ----
+
+// SPEC.md "Ablations": NO_ABLATION is GPT-2, the others switch one piece off
+enum { NO_ABLATION = -1, NO_SCALE, NO_RESIDUAL, NO_POSITION, N_ABLATIONS };
+static const char *const ABLATION_NAMES[N_ABLATIONS] = {"scale_attn_weights", "residual",
+                                                         "position_embedding"};
+
+static GPTConfig ablate(GPTConfig c, int ablation) {
+    if (ablation == NO_SCALE) c.scale_attn_weights = 0;
+    if (ablation == NO_RESIDUAL) c.residual = 0;
+    if (ablation == NO_POSITION) c.position_embedding = 0;
+    return c;
+}
+
+// a check's name, with the ablation it ran under
+static const char *named(char *buf, size_t n, const char *what, int ablation) {
+    if (ablation == NO_ABLATION) snprintf(buf, n, "%s", what);
+    else snprintf(buf, n, "%s, no %s", what, ABLATION_NAMES[ablation]);
+    return buf;
+}
 
 // weights like conformance/compare.py's random_state_dict: every parameter random, at a scale where each
 // nonlinearity works in its curved range
@@ -257,9 +283,11 @@ static int same_bits(StepResult a, StepResult b, size_t n, size_t nl) {
 
 static void free_step(StepResult r) { free(r.logits), free(r.grads), free(r.params), free(r.m), free(r.v); }
 
-static void test_determinism(void) {
+static void test_determinism(int ablation) {
     // big enough that every parallel loop and the gemm really use several threads
-    GPTConfig c = {.n_layer = 2, .n_head = 4, .n_embd = 64, .block_size = 64, .vocab_size = 97};
+    GPTConfig c = {.n_layer = 2, .n_head = 4, .n_embd = 64, .block_size = 64, .vocab_size = 97,
+                   .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
+    c = ablate(c, ablation);
     int B = 4, T = 61;
     GPT *m = create(c);
     randomize(m);
@@ -275,23 +303,27 @@ static void test_determinism(void) {
     for (int i = 0; i < 3; i++) {
         gpt_set_num_threads(threads[i]);
         StepResult many = train_step(m, params0, idx, targets, B, T);
-        char what[64];
+        char what[64], name[96];
         snprintf(what, sizeof(what), "1 thread vs %d: forward+backward+adamw", threads[i]);
-        check(same_bits(one, many, n, nl), what, "bit-identical loss, logits, grads, params, m, v");
+        check(same_bits(one, many, n, nl), named(name, sizeof(name), what, ablation),
+              "bit-identical loss, logits, grads, params, m, v");
         free_step(many);
     }
     gpt_set_num_threads(threads0);
     StepResult again = train_step(m, params0, idx, targets, B, T);
     StepResult again2 = train_step(m, params0, idx, targets, B, T);
-    check(same_bits(again, again2, n, nl) && same_bits(again, one, n, nl), "run to run",
-          "bit-identical (%d threads)", threads0);
+    char name[96];
+    check(same_bits(again, again2, n, nl) && same_bits(again, one, n, nl),
+          named(name, sizeof(name), "run to run", ablation), "bit-identical (%d threads)", threads0);
     free_step(one), free_step(again), free_step(again2);
     free(params0);
     gpt_destroy(m);
 }
 
-static void test_kv_cache(void) {
-    GPTConfig c = {.n_layer = 3, .n_head = 3, .n_embd = 48, .block_size = 24, .vocab_size = 37};
+static void test_kv_cache(int ablation) {
+    GPTConfig c = {.n_layer = 3, .n_head = 3, .n_embd = 48, .block_size = 24, .vocab_size = 37,
+                   .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
+    c = ablate(c, ablation);
     int B = 2, T = 24;
     GPT *m = create(c);
     randomize(m);
@@ -319,9 +351,10 @@ static void test_kv_cache(void) {
             t0 += n;
         }
         double e = rel_err(cached, full, nl);
-        char what[64];
+        char what[64], name[96];
         snprintf(what, sizeof(what), "KV cache (prefill %d, then %d at a time)", first, step);
-        check(rc == GPT_OK && e <= 1e-6 && gpt_cache_len(m) == T, what, "rel err vs full forward %.1e", e);
+        check(rc == GPT_OK && e <= 1e-6 && gpt_cache_len(m) == T, named(name, sizeof(name), what, ablation),
+              "rel err vs full forward %.1e", e);
     }
     free(full), free(cached);
     gpt_destroy(m);
@@ -334,8 +367,10 @@ static double loss_at(GPT *m, const int32_t *idx, const int32_t *targets, int B,
 }
 
 // the forward's pieces on their own give the forward's own activations, bit for bit
-static void test_pieces(void) {
-    GPTConfig c = {.n_layer = 2, .n_head = 3, .n_embd = 48, .block_size = 24, .vocab_size = 37};
+static void test_pieces(int ablation) {
+    GPTConfig c = {.n_layer = 2, .n_head = 3, .n_embd = 48, .block_size = 24, .vocab_size = 37,
+                   .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
+    c = ablate(c, ablation);
     int B = 2, T = 19, layer = 1;
     size_t n = (size_t)B * T * c.n_embd;
     GPT *m = create(c);
@@ -348,12 +383,19 @@ static void test_pieces(void) {
     float *x = copy_of(gpt_activation(m, ACT_RES_2, layer - 1), n);
     float *res_2 = copy_of(gpt_activation(m, ACT_RES_2, layer), n);
     float *out = malloc(n * sizeof(float));
+    char name[96];
     rc |= gpt_attention_forward(m, layer, ln_1, B, T, out);
-    check(rc == GPT_OK && memcmp(out, attn_out, n * sizeof(float)) == 0, "gpt_attention_forward",
+    check(rc == GPT_OK && memcmp(out, attn_out, n * sizeof(float)) == 0,
+          named(name, sizeof(name), "gpt_attention_forward", ablation),
           "bit-identical to the forward's attn.out");
     rc |= gpt_block_forward(m, layer, x, B, T, out);
-    check(rc == GPT_OK && memcmp(out, res_2, n * sizeof(float)) == 0, "gpt_block_forward",
-          "bit-identical to the forward's res_2");
+    check(rc == GPT_OK && memcmp(out, res_2, n * sizeof(float)) == 0,
+          named(name, sizeof(name), "gpt_block_forward", ablation), "bit-identical to the forward's res_2");
+    if (ablation != NO_ABLATION) {
+        free(ln_1), free(attn_out), free(x), free(res_2), free(out);
+        gpt_destroy(m);
+        return;
+    }
     check(gpt_block_forward(m, 2, x, B, T, out) == GPT_ERR_INPUT, "gpt_block_forward, layer out of range",
           "%s", gpt_error(m));
     check(gpt_attention_forward(m, 0, x, B, 25, out) == GPT_ERR_INPUT, "gpt_attention_forward, T too long",
@@ -362,10 +404,12 @@ static void test_pieces(void) {
     gpt_destroy(m);
 }
 
-static void test_gradcheck(void) {
+static void test_gradcheck(int ablation) {
     // directional finite differences per tensor: (L(p + h d) - L(p - h d)) / 2h against grad . d, for a
     // random unit direction d over the tensor; float32 losses, so h is large and the tolerance loose
-    GPTConfig c = {.n_layer = 2, .n_head = 2, .n_embd = 8, .block_size = 8, .vocab_size = 11};
+    GPTConfig c = {.n_layer = 2, .n_head = 2, .n_embd = 8, .block_size = 8, .vocab_size = 11,
+                   .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
+    c = ablate(c, ablation);
     int B = 2, T = 7;
     GPT *m = create(c);
     randomize(m);
@@ -400,18 +444,69 @@ static void test_gradcheck(void) {
         free(d), free(p0);
         offset += numel;
     }
-    char name[64];
+    char name[64], what[96];
     gpt_tensor_name(c, worst_i, name, sizeof(name));
-    check(worst < 2e-2, "finite differences, every tensor (float32)", "worst rel err %.1e (%s)", worst,
-          name);
+    check(worst < 2e-2, named(what, sizeof(what), "finite differences, every tensor (float32)", ablation),
+          "worst rel err %.1e (%s)", worst, name);
+    if (ablation == NO_POSITION) {  // wpe takes no part: its gradient is exactly 0 (SPEC.md "Ablations")
+        size_t nwpe = gpt_tensor_numel(c, 1);
+        int zero = 1;
+        for (size_t j = 0; j < nwpe; j++) zero &= grads[gpt_tensor_numel(c, 0) + j] == 0.0f;
+        check(zero, "no position_embedding: wpe's gradient", "exactly 0");
+    }
     free(grads);
     gpt_destroy(m);
 }
 
+// what each ablation changes, seen in the named activations: without position embedding emb = wte[idx],
+// without the residual res_1 = attn_out and res_2 = mlp_out, bit for bit; without the scale the
+// attention weights differ from GPT-2's, and the rest of the forward is the same code
+static void test_ablation_activations(void) {
+    GPTConfig c = {.n_layer = 2, .n_head = 3, .n_embd = 48, .block_size = 24, .vocab_size = 37,
+                   .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
+    int B = 2, T = 19, C = c.n_embd;
+    size_t n = (size_t)B * T * C;
+    int32_t idx[2 * 19];
+    random_tokens(idx, NULL, B * T, c.vocab_size);
+    GPT *base = create(c);
+    randomize(base);
+    int rc = gpt_forward(base, idx, NULL, B, T, NULL);
+    for (int ablation = 0; ablation < N_ABLATIONS; ablation++) {
+        GPT *m = create(ablate(c, ablation));
+        memcpy(gpt_params(m), gpt_params(base), m->num_params * sizeof(float));
+        rc |= gpt_forward(m, idx, NULL, B, T, NULL);
+        int ok = rc == GPT_OK;
+        if (ablation == NO_POSITION) {
+            const float *emb = gpt_activation(m, ACT_EMB, 0);
+            for (int i = 0; i < B * T; i++) {
+                ok &= memcmp(emb + (size_t)i * C, m->params.wte + (size_t)idx[i] * C, C * sizeof(float)) == 0;
+            }
+        } else if (ablation == NO_RESIDUAL) {
+            for (int l = 0; l < c.n_layer; l++) {
+                const float *res_1 = gpt_activation(m, ACT_RES_1, l);
+                const float *res_2 = gpt_activation(m, ACT_RES_2, l);
+                ok &= memcmp(res_1, gpt_activation(m, ACT_ATTN_OUT, l), n * sizeof(float)) == 0;
+                ok &= memcmp(res_2, gpt_activation(m, ACT_MLP_OUT, l), n * sizeof(float)) == 0;
+            }
+        }
+        // the piece taken out mattered: the logits are not GPT-2's
+        size_t nl = (size_t)B * T * c.vocab_size;
+        double e = rel_err(gpt_logits(m), gpt_logits(base), nl);
+        ok &= e > 1e-3;
+        char what[96];
+        snprintf(what, sizeof(what), "no %s: the activations it changes", ABLATION_NAMES[ablation]);
+        check(ok, what, "logits differ from GPT-2's by %.1e", e);
+        gpt_destroy(m);
+    }
+    gpt_destroy(base);
+}
+
 static void test_params_and_errors(void) {
-    GPTConfig gpt2 = {.n_layer = 12, .n_head = 12, .n_embd = 768, .block_size = 1024, .vocab_size = 50257};
+    GPTConfig gpt2 = {.n_layer = 12, .n_head = 12, .n_embd = 768, .block_size = 1024, .vocab_size = 50257,
+                      .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
     check(gpt_num_params(gpt2) == 124439808, "gpt2 parameter count", "%zu", gpt_num_params(gpt2));
-    GPTConfig c = {.n_layer = 2, .n_head = 2, .n_embd = 16, .block_size = 16, .vocab_size = 29};
+    GPTConfig c = {.n_layer = 2, .n_head = 2, .n_embd = 16, .block_size = 16, .vocab_size = 29,
+                   .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
     char name[64];
     gpt_tensor_name(c, 6, name, sizeof(name));
     int names_ok = strcmp(name, "h.0.attn.c_proj.weight") == 0;
@@ -420,9 +515,18 @@ static void test_params_and_errors(void) {
     check(gpt_num_params(c) == 7312 && names_ok, "tiny: 7312 parameters, canonical names", "");
 
     char err[256] = "";
-    GPTConfig bad = {.n_layer = 2, .n_head = 3, .n_embd = 16, .block_size = 16, .vocab_size = 29};
+    GPTConfig bad = {.n_layer = 2, .n_head = 3, .n_embd = 16, .block_size = 16, .vocab_size = 29,
+                     .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
     GPT *none = gpt_create(bad, err, sizeof(err));
     check(none == NULL && strstr(err, "multiple") != NULL, "config: n_embd % n_head != 0", "%s", err);
+    bad = c;
+    bad.residual = 2;
+    none = gpt_create(bad, err, sizeof(err));
+    check(none == NULL && strstr(err, "0 or 1") != NULL, "config: residual 2", "%s", err);
+    bad = c;
+    bad.position_embedding = -1;
+    none = gpt_create(bad, err, sizeof(err));
+    check(none == NULL && strstr(err, "0 or 1") != NULL, "config: position_embedding -1", "%s", err);
 
     GPT *m = create(c);
     int32_t idx[2 * 17], targets[2 * 17];
@@ -489,10 +593,13 @@ int main(void) {
     test_gemm_strided(2, 257, 7, 1, 0, 0);
     test_head(3, 48, 4100);
     test_layers();
-    test_determinism();
-    test_kv_cache();
-    test_pieces();
-    test_gradcheck();
+    for (int ablation = NO_ABLATION; ablation < N_ABLATIONS; ablation++) {
+        test_determinism(ablation);
+        test_kv_cache(ablation);
+        test_pieces(ablation);
+        test_gradcheck(ablation);
+    }
+    test_ablation_activations();
     test_params_and_errors();
     printf(failures == 0 ? "all tests passed\n" : "%d FAILED\n", failures);
     return failures == 0 ? 0 : 1;

@@ -33,8 +33,9 @@ static void check(int ok, const char *fmt, ...) {
     n_failed += !ok;
 }
 
-static const GPTConfig TINY = {2, 2, 16, 16, 29};  // the "tiny" preset
-static const GPTConfig SMALL = {1, 1, 4, 3, 5};    // small enough for byte-by-byte truncation
+// the ablations (the last three fields) are 1, on, as in GPT-2, unless a test says otherwise
+static const GPTConfig TINY = {2, 2, 16, 16, 29, 1, 1, 1};  // the "tiny" preset
+static const GPTConfig SMALL = {1, 1, 4, 3, 5, 1, 1, 1};    // small enough for byte-by-byte truncation
 
 // ---- the canonical parameters, written out again here so the test does not trust the code it tests ----
 
@@ -407,7 +408,7 @@ static void test_writer_rejects(void) {
     bad.n_layer = 0;
     rc = st_write_checkpoint(path, bad, p, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
     check(rc == GPT_ERR_CONFIG, "n_layer 0 -> GPT_ERR_CONFIG: %s", err);
-    bad = (GPTConfig){2147483647, 1, 2147483647, 1, 1};
+    bad = (GPTConfig){2147483647, 1, 2147483647, 1, 1, 1, 1, 1};
     rc = st_write_checkpoint(path, bad, p, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
     check(rc == GPT_ERR_CONFIG, "a config too large to address -> GPT_ERR_CONFIG: %s", err);
     p[n / 2] = NAN;
@@ -1011,8 +1012,12 @@ static void test_hf(void) {
         {"layer_norm_epsilon", "1E-5", 0},
         {"layer_norm_epsilon", "NaN", GPT_ERR_CONFIG},  // Python's json takes NaN; it is not 1e-5
         {"layer_norm_epsilon", "\"1e-5\"", GPT_ERR_CONFIG},
-        {"scale_attn_weights", "false", GPT_ERR_CONFIG},
-        {"scale_attn_weights", "1", 0},  // Python: 1 == True
+        {"scale_attn_weights", "false", 0},  // the ablation (SPEC.md "Ablations")
+        {"scale_attn_weights", "1", GPT_ERR_CONFIG},  // GPTConfig takes a bool, and 1 is an int in JSON
+        {"scale_attn_weights", "null", GPT_ERR_CONFIG},
+        {"scale_attn_weights", NULL, 0},
+        {"residual", "false", 0},  // GPTConfig.from_dict reads our ablations in config.json too
+        {"position_embedding", "\"no\"", GPT_ERR_CONFIG},
         {"scale_attn_by_inverse_layer_idx", "true", GPT_ERR_CONFIG},
         {"scale_attn_by_inverse_layer_idx", "0.0", 0},
         {"tie_word_embeddings", "false", GPT_ERR_CONFIG},
@@ -1035,6 +1040,10 @@ static void test_hf(void) {
         check(rc == cfgs[i].want && (!rc || strstr(err, "hf")), "config.json %s: %s -> %d (want %d): %s", cfgs[i].key,
               cfgs[i].value ? cfgs[i].value : "(absent)", rc, cfgs[i].want, err);
     }
+    hf_dir(dir, hf_config_with("scale_attn_weights", "false"), &f);
+    rc = read_dir(dir, &cfg, got, err, sizeof err);
+    check(rc == 0 && cfg.scale_attn_weights == 0 && cfg.residual == 1 && cfg.position_embedding == 1,
+          "config.json scale_attn_weights false is the ablation, the others stay on (%s)", err);
     const char *not_json[] = {"", "{", "{\"n_layer\": 2,}", "\xef\xbb\xbf{}", "{\"a\": \"\xff\"}"};
     for (int i = 0; i < 5; i++) {
         hf_dir(dir, not_json[i], &f);
@@ -1060,6 +1069,98 @@ static void test_hf(void) {
     free(b);
     file_free(&f);
     free(p), free(got);
+}
+
+// ---- the ablations in the config (SPEC.md "Ablations", "Config") ----
+
+static void test_ablations(void) {
+    GPTConfig c = SMALL;
+    size_t n = nparams(c);
+    float *p = random_params(c), *p2 = malloc(n * 4);
+    char err[512] = "", value[512];
+    const char *path = path_in("ablated.safetensors");
+    // each ablation off alone, then all three, then none: GPTConfig.to_json() writes one only when it is off,
+    // with sorted keys, so GPT-2's config is byte for byte what it was before the ablations
+    struct {
+        int scale_attn_weights, residual, position_embedding;
+        const char *json;
+    } writes[] = {
+        {0, 1, 1, "{\"block_size\": 3, \"n_embd\": 4, \"n_head\": 1, \"n_layer\": 1, \"scale_attn_weights\": false, \"vocab_size\": 5}"},
+        {1, 0, 1, "{\"block_size\": 3, \"n_embd\": 4, \"n_head\": 1, \"n_layer\": 1, \"residual\": false, \"vocab_size\": 5}"},
+        {1, 1, 0, "{\"block_size\": 3, \"n_embd\": 4, \"n_head\": 1, \"n_layer\": 1, \"position_embedding\": false, \"vocab_size\": 5}"},
+        {0, 0, 0,
+         "{\"block_size\": 3, \"n_embd\": 4, \"n_head\": 1, \"n_layer\": 1, \"position_embedding\": false, \"residual\": false, "
+         "\"scale_attn_weights\": false, \"vocab_size\": 5}"},
+        {1, 1, 1, "{\"block_size\": 3, \"n_embd\": 4, \"n_head\": 1, \"n_layer\": 1, \"vocab_size\": 5}"},
+    };
+    for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        GPTConfig a = c, got;
+        a.scale_attn_weights = writes[i].scale_attn_weights;
+        a.residual = writes[i].residual;
+        a.position_embedding = writes[i].position_embedding;
+        int rc = st_write_checkpoint(path, a, p, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
+        rc = rc ? rc : st_get_metadata(path, "config", value, sizeof value, err, sizeof err);
+        check(rc == 0 && !strcmp(value, writes[i].json), "ablations %d %d %d written as GPTConfig.to_json(): %s",
+              a.scale_attn_weights, a.residual, a.position_embedding, rc ? err : value);
+        rc = st_read_config(path, &got, NULL, err, sizeof err);
+        rc = rc ? rc : st_read_checkpoint(path, a, p2, NULL, NULL, NULL, NULL, 0, err, sizeof err);
+        check(rc == 0 && !memcmp(&got, &a, sizeof a) && !memcmp(p, p2, n * 4), "... and read back (%s)", err);
+        if (a.scale_attn_weights && a.residual && a.position_embedding) continue;
+        rc = st_read_checkpoint(path, c, p2, NULL, NULL, NULL, NULL, 0, err, sizeof err);
+        const char *off = !a.scale_attn_weights ? "scale_attn_weights"
+                          : !a.residual         ? "residual"
+                                                : "position_embedding";
+        check(rc == GPT_ERR_CONFIG && strstr(err, off), "... read with GPT-2's config -> GPT_ERR_CONFIG: %s", err);
+    }
+
+    // in the config's JSON an ablation is true, false or absent (true); anything else names the key
+    struct {
+        const char *key, *value;  // value as JSON inside the config string (quotes escaped once more)
+        int want, on;
+    } reads[] = {
+        {"scale_attn_weights", "false", 0, 0},
+        {"scale_attn_weights", "true", 0, 1},
+        {"residual", "false", 0, 0},
+        {"position_embedding", "false", 0, 0},
+        {"position_embedding", "true", 0, 1},
+        {"residual", "1", GPT_ERR_CONFIG, 0},  // Python's GPTConfig takes a bool only: 1 is an int
+        {"residual", "0", GPT_ERR_CONFIG, 0},
+        {"scale_attn_weights", "1.0", GPT_ERR_CONFIG, 0},
+        {"scale_attn_weights", "null", GPT_ERR_CONFIG, 0},
+        {"position_embedding", "\\\"false\\\"", GPT_ERR_CONFIG, 0},
+        {"position_embedding", "[true]", GPT_ERR_CONFIG, 0},
+        {"residual", "{}", GPT_ERR_CONFIG, 0},
+    };
+    for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++) {
+        File f = {0};
+        snprintf(f.meta, sizeof f.meta,
+                 "{\"config\":\"{\\\"n_layer\\\": 1, \\\"n_head\\\": 1, \\\"n_embd\\\": 4, \\\"block_size\\\": 3, "
+                 "\\\"vocab_size\\\": 5, \\\"%s\\\": %s}\"}",
+                 reads[i].key, reads[i].value);
+        add_canonical(&f, c, "", p);
+        size_t len;
+        unsigned char *b = build(&f, &len);
+        GPTConfig got;
+        int rc = st_read_config_buffer(b, len, "buf", &got, NULL, err, sizeof err);
+        int ok = rc == reads[i].want;
+        if (ok && rc == 0) {  // the key as read, the other two true
+            const char *names[3] = {"scale_attn_weights", "residual", "position_embedding"};
+            int on[3] = {got.scale_attn_weights, got.residual, got.position_embedding};
+            for (int k = 0; k < 3; k++) ok &= on[k] == (strcmp(names[k], reads[i].key) ? 1 : reads[i].on);
+        } else if (ok) {
+            ok = strstr(err, reads[i].key) && strstr(err, "must be true or false");
+        }
+        check(ok, "config %s: %s -> %d (want %d): %s", reads[i].key, reads[i].value, rc, reads[i].want, err);
+        free(b);
+        file_free(&f);
+    }
+
+    // a C config whose switch is neither 0 nor 1 is no config: the writer refuses it
+    GPTConfig bad = c;
+    bad.residual = 2;
+    int rc = st_write_checkpoint(path, bad, p, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
+    check(rc == GPT_ERR_CONFIG && strstr(err, "residual"), "write with residual 2 -> GPT_ERR_CONFIG: %s", err);
+    free(p), free(p2);
 }
 
 static void test_paths(void) {
@@ -1101,7 +1202,7 @@ static int write_seed(const char *dir, const char *name, unsigned char mode, con
 
 static int write_seeds(const char *dir) {
     mkdir(dir, 0777);
-    GPTConfig c = {1, 1, 2, 2, 3};  // the fuzzer's small config
+    GPTConfig c = {1, 1, 2, 2, 3, 1, 1, 1};  // the fuzzer's small config
     float *p = random_params(c), *m = random_params(c), *v = random_params(c);
     File f = {0};
     size_t len;
@@ -1173,6 +1274,7 @@ static int write_dict(const char *path) {
         "\"optim.m.\"", "\"optim.v.\"", "\".attn.bias\"", "\".attn.masked_bias\"", "\"lm_head.weight\"",
         "\"n_layer\"", "\"n_head\"", "\"n_embd\"", "\"block_size\"", "\"n_positions\"", "\"vocab_size\"",
         "\"activation_function\"", "\"gelu_new\"", "\"layer_norm_epsilon\"", "\"scale_attn_weights\"",
+        "\"residual\"", "\"position_embedding\"",
         "\"scale_attn_by_inverse_layer_idx\"", "\"tie_word_embeddings\"", "\"n_inner\"", "\"beta1\"",
         "\"grad_clip\"", "\"\\\\u\"", "\"\\\\ud83d\\\\ude00\"", "\"\\\\\\\"\"", "\"null\"", "\"true\"",
         "\"false\"", "\"NaN\"", "\"-Infinity\"", "\"1e-05\"", "\"18446744073709551615\"", "\"\\xff\\xff\\xff\\xff\"",
@@ -1200,6 +1302,7 @@ int main(int argc, char **argv) {
     test_invalid_json();
     test_tensor_defects();
     test_hf();
+    test_ablations();
     test_paths();
     rm_rf(tmpdir);
     printf("%d checks, %d failed\n", n_checks, n_failed);

@@ -443,6 +443,12 @@ static const char *arg(int argc, char **argv, const char *name, const char *fall
     return fallback;
 }
 
+static int has_flag(int argc, char **argv, const char *name) {
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], name) == 0) return 1;
+    return 0;
+}
+
 static void usage(void) {
     printf(
         "usage:\n"
@@ -452,6 +458,7 @@ static void usage(void) {
         "  train_gpt sample --ckpt CKPT [--prompt S] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
         "train options (defaults: the shakespeare config and transformer.py's run):\n"
         "  --n-layer 4 --n-head 4 --n-embd 128 --block-size 64   the model\n"
+        "  --no-scale-attn-weights --no-residual --no-position-embedding   the ablations (SPEC.md \"Ablations\")\n"
         "  --steps 2000 --batch-size 12 --lr 3e-3 --warmup 100 --decay-steps STEPS --eval-interval 250\n"
         "  --eval-iters 20\n"
         "  --seed 1337 --threads N --out out/shakespeare-c.safetensors\n");
@@ -512,8 +519,16 @@ static int cmd_train(int argc, char **argv) {
         s.eval_interval = atoi(arg(argc, argv, "--eval-interval", "250"));
         s.eval_iters = atoi(arg(argc, argv, "--eval-iters", "20"));
         s.seed = atoi(arg(argc, argv, "--seed", "1337"));
-        GPTConfig c = {atoi(arg(argc, argv, "--n-layer", "4")), atoi(arg(argc, argv, "--n-head", "4")),
-                       atoi(arg(argc, argv, "--n-embd", "128")), atoi(arg(argc, argv, "--block-size", "64")), tok.n};
+        GPTConfig c = {
+            .n_layer = atoi(arg(argc, argv, "--n-layer", "4")),
+            .n_head = atoi(arg(argc, argv, "--n-head", "4")),
+            .n_embd = atoi(arg(argc, argv, "--n-embd", "128")),
+            .block_size = atoi(arg(argc, argv, "--block-size", "64")),
+            .vocab_size = tok.n,
+            .scale_attn_weights = !has_flag(argc, argv, "--no-scale-attn-weights"),
+            .residual = !has_flag(argc, argv, "--no-residual"),
+            .position_embedding = !has_flag(argc, argv, "--no-position-embedding"),
+        };
         m = gpt_create(c, err, sizeof err);
         if (!m) die("%s", err);
         init_params(m, (uint64_t)s.seed);
@@ -527,8 +542,10 @@ static int cmd_train(int argc, char **argv) {
     GPTConfig c = gpt_config(m);
     int B = s.batch_size, T = c.block_size;
     if (train.n <= T || val.n <= T) die("%s", "the data is too short for the block size");
-    printf("model: n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d: %zu parameters, %d threads\n",
-           c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size, gpt_num_params(c), gpt_get_num_threads());
+    printf("model: n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d%s%s%s: %zu parameters, %d threads\n",
+           c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size,
+           c.scale_attn_weights ? "" : ", scale_attn_weights off", c.residual ? "" : ", residual off",
+           c.position_embedding ? "" : ", position_embedding off", gpt_num_params(c), gpt_get_num_threads());
     printf("data: %ld train / %ld val tokens\n", train.n, val.n);
     int32_t *x = malloc(sizeof(int32_t) * B * T), *y = malloc(sizeof(int32_t) * B * T);
     if (!x || !y) die("%s", "out of memory");

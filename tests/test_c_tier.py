@@ -1,7 +1,9 @@
 # What the C tier promises beyond the conformance suite: results independent of the thread count and
 # bit-identical from run to run, a checkpoint reader and writer in C that agree with shared/checkpoint.py,
-# and a standalone program that trains, resumes exactly and samples.
+# a standalone program that trains, resumes exactly and samples, and the ablations of SPEC.md "Ablations"
+# seen through identities that need no reference.
 import ctypes
+import dataclasses
 import json
 import subprocess
 from ctypes import POINTER, c_char_p, c_float, c_int
@@ -14,10 +16,11 @@ import impl_c
 from conformance.compare import random_state_dict
 from impl_c.gpt import CConfig, library
 from shared.checkpoint import OptimizerState, load_checkpoint, save_checkpoint
-from shared.config import GPTConfig
+from shared.config import ABLATIONS, GPTConfig
 from shared.errors import InputError
 from shared.params import param_shapes
 from shared.schedule import AdamWConfig
+from shared.tolerances import FLOAT32, rel_l2
 
 CONFIG = GPTConfig(n_layer=2, n_head=3, n_embd=48, block_size=24, vocab_size=37)
 IMPL_C = Path(impl_c.__file__).resolve().parent
@@ -78,7 +81,7 @@ def c_read(path):
         str(path).encode(), cfg, ptr(params), ptr(m), ptr(v), ctypes.byref(step), meta, 1 << 16, err, 512
     )
     out = {
-        "config": {f: getattr(cfg, f) for f, _ in CConfig._fields_},
+        "config": cfg.to_config(),
         "has_optimizer": has_opt.value,
         "params": params,
         "m": m,
@@ -96,7 +99,7 @@ def test_c_reads_what_python_writes(tmp_path):
     save_checkpoint(path, CONFIG, state, opt, {"tokenizer": json.dumps("abc")})
     rc, err, got = c_read(path)
     assert rc == 0, err
-    assert got["config"] == CONFIG.to_dict() and got["has_optimizer"] == 1 and got["step"] == 7
+    assert got["config"] == CONFIG and got["has_optimizer"] == 1 and got["step"] == 7
     np.testing.assert_array_equal(got["params"], flat(state))
     np.testing.assert_array_equal(got["m"], flat(m))
     np.testing.assert_array_equal(got["v"], flat(v))
@@ -113,7 +116,7 @@ def test_python_reads_what_c_writes(tmp_path):
     path = tmp_path / "c.safetensors"
     rc = lib.st_write_checkpoint(
         str(path).encode(),
-        CConfig(**CONFIG.to_dict()),
+        CConfig.from_config(CONFIG),
         ptr(state),
         ptr(m),
         ptr(v),
@@ -216,6 +219,140 @@ def test_program_checkpoint_loads_in_the_python_tiers_and_samples(program, text_
         check=False,
     )
     assert r.returncode != 0 and "missing.safetensors" in r.stderr
+
+
+# ---- the ablations (SPEC.md "Ablations"); the comparison with the float64 reference is the suite's ----
+
+
+def ablated(*off: str) -> GPTConfig:
+    """CONFIG with the named ablations switched off."""
+    return dataclasses.replace(CONFIG, **{name: False for name in off})
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_an_ablated_config_reaches_c_and_comes_back(tmp_path, ablation):
+    config = ablated(ablation)
+    model = impl_c.from_state_dict(config, random_state_dict(config, seed=1))
+    assert model._lib.gpt_config(model._ptr).to_config() == config  # the C model's own config
+    # our file read by the binding and by the C reader; the C writer's file read by shared/checkpoint.py
+    model.save(tmp_path / "py.safetensors")
+    assert impl_c.load(tmp_path / "py.safetensors").config == config
+    rc, err, got = c_read(tmp_path / "py.safetensors")
+    assert rc == 0 and got["config"] == config, err
+    lib, err = library(), ctypes.create_string_buffer(512)
+    ptr = lambda a: a.ctypes.data_as(POINTER(c_float))
+    state = np.ascontiguousarray(flat(model.state_dict()))
+    path = str(tmp_path / "c.safetensors").encode()
+    rc = lib.st_write_checkpoint(
+        path, CConfig.from_config(config), ptr(state), None, None, 0, None, None, 0, err, 512
+    )
+    assert rc == 0, err.value
+    assert load_checkpoint(tmp_path / "c.safetensors").config == config
+
+
+def test_without_position_embedding_wpe_is_not_used():
+    config = ablated("position_embedding")
+    state = random_state_dict(config, seed=1)
+    x, y = batch(config, 2, config.block_size)
+    model = impl_c.from_state_dict(config, state)
+    logits, loss = model.forward(x, y)
+    decoded = model.decode(x, n_prefill=5)
+    _, grads = model.grads(x, y)
+    assert not grads["wpe.weight"].any()  # exactly 0
+    assert all(g.any() for name, g in grads.items() if name != "wpe.weight")
+    other = impl_c.from_state_dict(
+        config, {**state, "wpe.weight": random_state_dict(config, seed=2)["wpe.weight"]}
+    )
+    other_logits, other_loss = other.forward(x, y)
+    np.testing.assert_array_equal(other_logits, logits)
+    assert other_loss == loss
+    np.testing.assert_array_equal(other.decode(x, n_prefill=5), decoded)
+    assert rel_l2(decoded, logits) < FLOAT32["decode"]  # the KV cache has no wpe term either
+
+
+@pytest.mark.parametrize("position_embedding", [False, True])
+def test_one_block_without_position_embedding_sees_a_bag_of_tokens(position_embedding):
+    # with one block and no positions, the last query attends over a set: shuffling the tokens before it
+    # leaves its logits as they were (up to the order of float32 sums); with positions it does not
+    config = dataclasses.replace(CONFIG, n_layer=1, position_embedding=position_embedding)
+    model = impl_c.from_state_dict(config, random_state_dict(config, seed=1))
+    x, _ = batch(config, 2, config.block_size)
+    shuffled = np.concatenate([np.random.default_rng(3).permuted(x[:, :-1], axis=1), x[:, -1:]], axis=1)
+    assert (shuffled != x).any()
+    last, last_shuffled = model.forward(x)[0][:, -1], model.forward(shuffled)[0][:, -1]
+    same = np.allclose(last_shuffled, last, rtol=1e-5, atol=1e-5)
+    assert same != position_embedding
+
+
+def test_without_the_scale_q_carries_it():
+    # q @ k^T with no scale is (sqrt(HS) q) @ k^T / sqrt(HS): the ablated model is GPT-2 with c_attn's q
+    # columns (weight and bias) multiplied by sqrt(HS), and its gradients there sqrt(HS) times GPT-2's
+    config = ablated("scale_attn_weights")
+    C, s = config.n_embd, np.sqrt(config.head_size)
+    state = random_state_dict(config, seed=1)
+    scaled = dict(state)
+    for i in range(config.n_layer):
+        for name in (f"h.{i}.attn.c_attn.weight", f"h.{i}.attn.c_attn.bias"):
+            scaled[name] = state[name].copy()
+            scaled[name][..., :C] *= s
+    x, y = batch(config, 2, config.block_size)
+    ablated_model = impl_c.from_state_dict(config, state)
+    gpt2 = impl_c.from_state_dict(CONFIG, scaled)
+    logits, loss = ablated_model.forward(x, y)
+    want_logits, want_loss = gpt2.forward(x, y)
+    assert rel_l2(logits, want_logits) < FLOAT32["logits"]
+    assert loss == pytest.approx(want_loss, rel=1e-6)
+    _, grads = ablated_model.grads(x, y)
+    _, want = gpt2.grads(x, y)
+    for i in range(config.n_layer):
+        for name in (f"h.{i}.attn.c_attn.weight", f"h.{i}.attn.c_attn.bias"):
+            want[name][..., :C] *= s
+    for name, g in grads.items():
+        assert rel_l2(g, want[name]) < FLOAT32["grads"], name
+    assert rel_l2(ablated_model.decode(x, n_prefill=3), logits) < FLOAT32["decode"]
+
+
+def test_without_the_residual_each_half_replaces_the_stream():
+    config = ablated("residual")
+    state = random_state_dict(config, seed=1)
+    x, y = batch(config, 2, config.block_size)
+    model = impl_c.from_state_dict(config, state)
+    acts = model.activations(x)
+    for i in range(config.n_layer):
+        np.testing.assert_array_equal(acts[f"h.{i}.res_1"], acts[f"h.{i}.attn.out"])
+        np.testing.assert_array_equal(acts[f"h.{i}.res_2"], acts[f"h.{i}.mlp.out"])
+    logits, loss = model.forward(x, y)
+    gpt2_logits, gpt2_loss = impl_c.from_state_dict(CONFIG, state).forward(x, y)
+    assert np.abs(logits - gpt2_logits).max() > 1e-2 and loss != gpt2_loss
+    assert rel_l2(model.decode(x, n_prefill=4), logits) < FLOAT32["decode"]
+    _, grads = model.grads(x, y)
+    assert all(g.any() for g in grads.values())
+
+
+def test_every_ablation_at_once():
+    config = ablated(*ABLATIONS)
+    x, y = batch(config, 2, config.block_size)
+    model = impl_c.from_state_dict(config, random_state_dict(config, seed=1))
+    logits, _ = model.forward(x, y)
+    _, grads = model.grads(x, y)
+    assert not grads["wpe.weight"].any() and np.isfinite(logits).all()
+    assert rel_l2(model.decode(x, n_prefill=2), logits) < FLOAT32["decode"]
+
+
+def test_program_trains_an_ablated_model(program, text_file, tmp_path):
+    ckpt = tmp_path / "ablated.safetensors"
+    out = train(
+        program,
+        "--data",
+        str(text_file),
+        *small_model(1),
+        *["--steps", "2", "--eval-interval", "2", "--eval-iters", "1", "--no-residual"],
+        "--out",
+        str(ckpt),
+        cwd=tmp_path,
+    )
+    assert "residual off" in out
+    assert impl_c.load(ckpt).config.ablated == ("residual",)
 
 
 @pytest.mark.parametrize(("N", "C", "OC"), [(1, 7, 65), (3, 129, 17), (65, 33, 129), (768, 128, 512)])
