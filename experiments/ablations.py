@@ -136,12 +136,11 @@ def _plot_losses(ax, runs: dict, styles: dict, title: str) -> None:
 
 
 # Okabe-Ito, colorblind-safe: the model as published solid, the ablation dashed
-BLUE, ORANGE, GREEN, VERMILION = "#0072B2", "#E69F00", "#009E73", "#D55E00"
+BLUE, VERMILION = "#0072B2", "#D55E00"
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -164,16 +163,16 @@ def scale_variants(vocab_size: int, head_counts=(4, 1)) -> dict:
 
 
 def run_scale_training(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = run_variants(tier, dataset, scale_variants(dataset.tokenizer.vocab_size), s, log, progress)
-    colors = [BLUE, VERMILION]
-    styles = {
-        label: {"color": colors[i // 2], "ls": "-" if i % 2 == 0 else "--"} for i, label in enumerate(runs)
-    }
+    path = out / "questions-scale-training.png"
+    plot_scale_training(runs, path)
+    return _summary(runs, path, out / "questions-scale-training.json")
+
+
+def plot_scale_training(runs: dict, path: Path) -> None:
+    """runs: label -> {"history": ...}, as trained or as read back from the JSON."""
+    plt = _pyplot()
+    styles = _styles(runs)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     _plot_losses(axes[0], runs, styles, "validation loss")
     for label, run in runs.items():
@@ -186,9 +185,7 @@ def run_scale_training(tier, dataset, out: Path, s=AblationSettings(), log=print
     fig.suptitle(
         "training with and without the 1/sqrt(d_k) scale (shakespeare preset, same init and batches)"
     )
-    path = out / "questions-scale-training.png"
     _save(fig, path)
-    return _summary(runs, path, out / "questions-scale-training.json")
 
 
 # ---- residual connections ----
@@ -204,29 +201,30 @@ def residual_variants(vocab_size: int, depths=(4, 8)) -> dict:
 
 
 def run_residual(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = run_variants(tier, dataset, residual_variants(dataset.tokenizer.vocab_size), s, log, progress)
-    colors = [BLUE, VERMILION]
-    styles = {
-        label: {"color": colors[i // 2], "ls": "-" if i % 2 == 0 else "--"} for i, label in enumerate(runs)
-    }
+    log("gradient norm of each block's parameters at init (step 0), before clipping, block 0 first:")
+    for label, run in runs.items():
+        log(f"{label:>34}: " + " ".join(f"{v:.1e}" for v in block_norms(run["history"]["grad_norms"][:1])))
+    path = out / "questions-residual.png"
+    plot_residual(runs, path)
+    return _summary(runs, path, out / "questions-residual.json")
+
+
+def block_norms(norms: list[dict]) -> list[float]:
+    """The mean over the recorded steps `norms` of each block's gradient norm, block 0 first."""
+    blocks = sorted((k for k in norms[0] if k.startswith("h.")), key=lambda k: int(k[2:]))
+    return [float(np.mean([n[k] for n in norms])) for k in blocks]
+
+
+def plot_residual(runs: dict, path: Path) -> None:
+    plt = _pyplot()
+    styles = _styles(runs)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     _plot_losses(axes[0], runs, styles, "validation loss")
-    log("gradient norm by layer at init (step 0), and the mean over the run, before clipping:")
-    for ax, (title, pick) in zip(
-        axes[1:], (("at init (step 0)", lambda n: n[:1]), ("mean over the run", lambda n: n))
-    ):
+    for ax, title, first in zip(axes[1:], ("at init (step 0)", "mean over the run"), (1, None)):
         for label, run in runs.items():
-            layers = [k for k in run["history"]["grad_norms"][0] if k.startswith("h.")]
-            norms = pick(run["history"]["grad_norms"])
-            mean = [float(np.mean([n[k] for n in norms])) for k in layers]
-            ax.semilogy(range(len(layers)), mean, marker="o", label=label, **styles[label])
-            if title.startswith("at init"):
-                log(f"{label:>34}: " + " ".join(f"{v:.2e}" for v in mean))
+            norms = block_norms(run["history"]["grad_norms"][:first])
+            ax.semilogy(range(len(norms)), norms, marker="o", label=label, **styles[label])
         ax.set_xlabel("block (0 = next to the input)")
         ax.set_ylabel("gradient norm of the block's parameters")
         ax.set_title(f"gradient norm by layer, {title}")
@@ -235,9 +233,7 @@ def run_residual(tier, dataset, out: Path, s=AblationSettings(), log=print, prog
     fig.suptitle(
         "training with and without the residual connections (shakespeare preset, same init and batches)"
     )
-    path = out / "questions-residual.png"
     _save(fig, path)
-    return _summary(runs, path, out / "questions-residual.json")
 
 
 # ---- position embeddings ----
@@ -275,43 +271,62 @@ def order_sensitivity(model, data: np.ndarray, windows: int = 200, seed: int = 7
 
 
 def run_positions(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = run_variants(tier, dataset, position_variants(dataset.tokenizer.vocab_size), s, log, progress)
     log("the prediction at the last of 64 positions when the 63 before it are shuffled (200 windows):")
     for label, run in runs.items():
         run["order"] = order_sensitivity(run["model"], dataset.val)
         o = run["order"]
         log(f"{label:>34}: mean KL {o['mean_kl']:.2e} nats, largest logit change {o['max_logit_diff']:.2e}")
-    colors = [BLUE, VERMILION]
-    styles = {
-        label: {"color": colors[i // 2], "ls": "-" if i % 2 == 0 else "--"} for i, label in enumerate(runs)
-    }
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    path = out / "questions-positions.png"
+    plot_positions(runs, path)
+    return _summary(runs, path, out / "questions-positions.json")
+
+
+def plot_positions(runs: dict, path: Path) -> None:
+    plt = _pyplot()
+    styles = _styles(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [1, 1.15]})
     _plot_losses(axes[0], runs, styles, "validation loss")
     labels = list(runs)
-    kls = [max(runs[k]["order"]["mean_kl"], 1e-12) for k in labels]
-    bars = axes[1].barh(range(len(labels)), kls, color=[styles[k]["color"] for k in labels])
-    for bar, label in zip(bars, labels):
+    floor = 1e-16  # a KL of exactly 0 still gets a bar
+    kls = [max(runs[k]["order"]["mean_kl"], floor) for k in labels]
+    bars = axes[1].barh(range(len(labels)), kls, left=floor, color=[styles[k]["color"] for k in labels])
+    for bar, label, kl in zip(bars, labels, kls):
         if styles[label]["ls"] == "--":
             bar.set_hatch("//")
             bar.set_facecolor("white")
             bar.set_edgecolor(styles[label]["color"])
+        axes[1].text(kl * 3, bar.get_y() + bar.get_height() / 2, f"{kl:.1e}", va="center", fontsize=9)
     axes[1].set_xscale("log")
+    axes[1].set_xlim(floor, 1e3)
     axes[1].set_yticks(range(len(labels)), labels)
     axes[1].invert_yaxis()
-    axes[1].set_xlabel("KL(prediction | prediction after shuffling the 63 tokens before), nats")
-    axes[1].set_title("does the last prediction change when the context is shuffled?")
+    axes[1].set_xlabel("mean KL between the two predictions (nats)")
+    axes[1].set_title("the last prediction, before and after shuffling the 63 tokens before it")
     axes[1].grid(alpha=0.3, axis="x")
     fig.suptitle(
         "training with and without the position embedding (shakespeare preset, same init and batches)"
     )
-    path = out / "questions-positions.png"
     _save(fig, path)
-    return _summary(runs, path, out / "questions-positions.json")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _styles(runs: dict) -> dict:
+    """Runs come in pairs (the model as published, then the ablation): one color per pair, the ablation
+    dashed."""
+    colors = [BLUE, VERMILION]
+    return {
+        label: {"color": colors[i // 2 % 2], "ls": "-" if i % 2 == 0 else "--"}
+        for i, label in enumerate(runs)
+    }
 
 
 def _summary(runs: dict, figure: Path, json_path: Path) -> dict:
