@@ -205,9 +205,27 @@ def run_residual(tier, dataset, out: Path, s=AblationSettings(), log=print, prog
     log("gradient norm of each block's parameters at init (step 0), before clipping, block 0 first:")
     for label, run in runs.items():
         log(f"{label:>34}: " + " ".join(f"{v:.1e}" for v in block_norms(run["history"]["grad_norms"][:1])))
+    log("how much each block's output still depends on the input after training (spread / |mean|):")
+    for label, run in runs.items():
+        run["input_dependence"] = input_dependence(run["model"], dataset.val)
+        log(f"{label:>34}: " + " ".join(f"{v:.1e}" for v in run["input_dependence"]))
     path = out / "questions-residual.png"
     plot_residual(runs, path)
     return _summary(runs, path, out / "questions-residual.json")
+
+
+def input_dependence(model, data: np.ndarray, windows: int = 16, seed: int = 5) -> list[float]:
+    """For each block's output (h.{i}.res_2) over `windows` validation windows: the RMS distance of a
+    position's vector from the mean vector over all positions and windows, relative to that mean's norm.
+    Near 0, the block outputs the same vector whatever the input: the model has forgotten it."""
+    x, _ = get_batch(data, windows, model.config.block_size, np.random.default_rng(seed))
+    acts = model.activations(x)
+    ratios = []
+    for i in range(model.config.n_layer):
+        a = acts[f"h.{i}.res_2"].reshape(-1, model.config.n_embd).astype(np.float64)
+        mean = a.mean(0)
+        ratios.append(float(np.sqrt(((a - mean) ** 2).sum(1).mean()) / np.linalg.norm(mean)))
+    return ratios
 
 
 def block_norms(norms: list[dict]) -> list[float]:
@@ -219,9 +237,17 @@ def block_norms(norms: list[dict]) -> list[float]:
 def plot_residual(runs: dict, path: Path) -> None:
     plt = _pyplot()
     styles = _styles(runs)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.5))
     _plot_losses(axes[0], runs, styles, "validation loss")
-    for ax, title, first in zip(axes[1:], ("at init (step 0)", "mean over the run"), (1, None)):
+    for label, run in runs.items():
+        dep = run["input_dependence"]
+        axes[3].semilogy(range(len(dep)), dep, marker="o", label=label, **styles[label])
+    axes[3].set_xlabel("block (0 = next to the input)")
+    axes[3].set_ylabel("spread over inputs / |mean| of the block's output")
+    axes[3].set_title("how much each block's output depends on the input, after training")
+    axes[3].grid(alpha=0.3, which="both")
+    axes[3].legend(fontsize=8)
+    for ax, title, first in zip(axes[1:3], ("at init (step 0)", "mean over the run"), (1, None)):
         for label, run in runs.items():
             norms = block_norms(run["history"]["grad_norms"][:first])
             ax.semilogy(range(len(norms)), norms, marker="o", label=label, **styles[label])
@@ -336,7 +362,7 @@ def _summary(runs: dict, figure: Path, json_path: Path) -> dict:
             "final_val": run["history"]["val"][-1],
             "final_train": run["history"]["train"][-1],
             "history": run["history"],
-            **({"order": run["order"]} if "order" in run else {}),
+            **{key: run[key] for key in ("order", "input_dependence") if key in run},
         }
         for label, run in runs.items()
     }

@@ -10,7 +10,7 @@ import pytest
 import impl_numpy
 import transformer
 from conformance.compare import random_state_dict
-from experiments.ablations import grad_norms_by_layer, layer_of, order_sensitivity
+from experiments.ablations import grad_norms_by_layer, input_dependence, layer_of, order_sensitivity
 from shared.config import get_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -66,7 +66,20 @@ def test_question_command_writes_its_figure_and_data(name, tmp_path, capsys):
         assert run["history"]["step"] == [0, 2] and np.isfinite(run["final_val"])
     ablated = [run["config"] for run in runs.values() if len(run["config"]) > 5]  # to_dict: off ones only
     assert len(ablated) == 2 and all(False in c.values() for c in ablated)
+    if name == "residual":
+        assert [len(run["input_dependence"]) for run in runs.values()] == [4, 4, 8, 8]
     assert str(path) in capsys.readouterr().out
+
+
+def test_input_dependence_is_zero_when_a_block_forgets_its_input():
+    config = get_config("tiny", residual=False, vocab_size=8)
+    state = random_state_dict(config, seed=1)
+    alive = impl_numpy.from_state_dict(config, state, dtype=np.float64)
+    state["h.1.mlp.c_proj.weight"] = np.zeros_like(state["h.1.mlp.c_proj.weight"])  # block 1 outputs its bias
+    dead = impl_numpy.from_state_dict(config, state, dtype=np.float64)
+    data = np.arange(400) % 8 * 3 % 8
+    assert min(input_dependence(alive, data)) > 1e-2
+    assert input_dependence(dead, data)[1] < 1e-12 < input_dependence(dead, data)[0]
 
 
 def test_the_variants_differ_only_by_the_ablation():
