@@ -139,6 +139,11 @@ def _plot_losses(ax, runs: dict, styles: dict, title: str) -> None:
 BLUE, VERMILION = "#0072B2", "#D55E00"
 
 
+def _finish(fig, what: str, path: Path) -> None:
+    fig.suptitle(f"training with and without {what} (shakespeare preset, same init and batches)")
+    _save(fig, path)
+
+
 def _save(fig, path: Path) -> None:
     plt = _pyplot()
     fig.tight_layout()
@@ -149,17 +154,26 @@ def _save(fig, path: Path) -> None:
 # ---- sqrt(d_k) ----
 
 
-def scale_variants(vocab_size: int, head_counts=(4, 1)) -> dict:
-    """The shakespeare preset (n_embd 128) with head size 32 (4 heads) and 128 (1 head), each with and
-    without the scale."""
+def variant_pairs(vocab_size: int, ablation: str, size: str, values, label) -> dict:
+    """For each value of the GPTConfig field `size`: the shakespeare preset as published, then without
+    `ablation`; label(config, on) names each run."""
     variants = {}
-    for n_head in head_counts:
-        for scaled in (True, False):
-            config = get_config(
-                "shakespeare", vocab_size=vocab_size, n_head=n_head, scale_attn_weights=scaled
-            )
-            variants[f"d_k {config.head_size}, {'scaled' if scaled else 'unscaled'}"] = config
+    for value in values:
+        for on in (True, False):
+            config = get_config("shakespeare", vocab_size=vocab_size, **{size: value, ablation: on})
+            variants[label(config, on)] = config
     return variants
+
+
+def scale_variants(vocab_size: int, head_counts=(4, 1)) -> dict:
+    """n_embd 128 with head size 32 (4 heads) and 128 (1 head), each with and without the scale."""
+    return variant_pairs(
+        vocab_size,
+        "scale_attn_weights",
+        "n_head",
+        head_counts,
+        lambda c, on: f"d_k {c.head_size}, {'scaled' if on else 'unscaled'}",
+    )
 
 
 def run_scale_training(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
@@ -182,22 +196,20 @@ def plot_scale_training(runs: dict, path: Path) -> None:
     axes[1].set_title("how spread the attention rows are (all layers and heads)")
     axes[1].grid(alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle(
-        "training with and without the 1/sqrt(d_k) scale (shakespeare preset, same init and batches)"
-    )
-    _save(fig, path)
+    _finish(fig, "the 1/sqrt(d_k) scale", path)
 
 
 # ---- residual connections ----
 
 
 def residual_variants(vocab_size: int, depths=(4, 8)) -> dict:
-    variants = {}
-    for n_layer in depths:
-        for residual in (True, False):
-            config = get_config("shakespeare", vocab_size=vocab_size, n_layer=n_layer, residual=residual)
-            variants[f"{n_layer} layers, {'with' if residual else 'without'} residual"] = config
-    return variants
+    return variant_pairs(
+        vocab_size,
+        "residual",
+        "n_layer",
+        depths,
+        lambda c, on: f"{c.n_layer} layers, {'with' if on else 'without'} residual",
+    )
 
 
 def run_residual(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
@@ -256,26 +268,20 @@ def plot_residual(runs: dict, path: Path) -> None:
         ax.set_title(f"gradient norm by layer, {title}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.suptitle(
-        "training with and without the residual connections (shakespeare preset, same init and batches)"
-    )
-    _save(fig, path)
+    _finish(fig, "the residual connections", path)
 
 
 # ---- position embeddings ----
 
 
 def position_variants(vocab_size: int, depths=(1, 4)) -> dict:
-    variants = {}
-    for n_layer in depths:
-        for positions in (True, False):
-            config = get_config(
-                "shakespeare", vocab_size=vocab_size, n_layer=n_layer, position_embedding=positions
-            )
-            variants[f"{n_layer} layer{'s' * (n_layer > 1)}, {'with' if positions else 'without'} wpe"] = (
-                config
-            )
-    return variants
+    return variant_pairs(
+        vocab_size,
+        "position_embedding",
+        "n_layer",
+        depths,
+        lambda c, on: f"{c.n_layer} layer{'s' * (c.n_layer > 1)}, {'with' if on else 'without'} wpe",
+    )
 
 
 def order_sensitivity(model, data: np.ndarray, windows: int = 200, seed: int = 7) -> dict:
@@ -330,10 +336,7 @@ def plot_positions(runs: dict, path: Path) -> None:
     axes[1].set_xlabel("mean KL between the two predictions (nats)")
     axes[1].set_title("the last prediction, before and after shuffling the 63 tokens before it")
     axes[1].grid(alpha=0.3, axis="x")
-    fig.suptitle(
-        "training with and without the position embedding (shakespeare preset, same init and batches)"
-    )
-    _save(fig, path)
+    _finish(fig, "the position embedding", path)
 
 
 def _pyplot():
