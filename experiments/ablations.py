@@ -249,14 +249,15 @@ def block_norms(norms: list[dict]) -> list[float]:
 def plot_residual(runs: dict, path: Path) -> None:
     plt = _pyplot()
     styles = _styles(runs)
-    fig, axes = plt.subplots(1, 4, figsize=(21, 4.5))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    axes = axes.ravel()
     _plot_losses(axes[0], runs, styles, "validation loss")
     for label, run in runs.items():
         dep = run["input_dependence"]
         axes[3].semilogy(range(len(dep)), dep, marker="o", label=label, **styles[label])
     axes[3].set_xlabel("block (0 = next to the input)")
-    axes[3].set_ylabel("spread over inputs / |mean| of the block's output")
-    axes[3].set_title("how much each block's output depends on the input, after training")
+    axes[3].set_ylabel("spread over inputs / |mean|")
+    axes[3].set_title("how much each block's output depends on the input (after training)")
     axes[3].grid(alpha=0.3, which="both")
     axes[3].legend(fontsize=8)
     for ax, title, first in zip(axes[1:3], ("at init (step 0)", "mean over the run"), (1, None)):
