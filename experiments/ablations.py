@@ -375,4 +375,5 @@ def _summary(runs: dict, figure: Path, json_path: Path) -> dict:
 
 
 def settings_from_args(args) -> AblationSettings:
-    return dataclasses.replace(AblationSettings(), **({} if args.steps is None else {"steps": args.steps}))
+    given = {"steps": args.steps, "lr": args.lr}
+    return dataclasses.replace(AblationSettings(), **{k: v for k, v in given.items() if v is not None})

@@ -200,6 +200,9 @@ def add_arguments(q) -> None:
         "--steps", type=int, help="training steps of each run (training questions; default: documented)"
     )
     q.add_argument(
+        "--lr", type=float, help="peak learning rate (scale-training, residual, positions; default 3e-3)"
+    )
+    q.add_argument(
         "--data",
         help="tinyshakespeare.txt or a folder holding it (else $TINYSHAKESPEARE, the cache, a download)",
     )
@@ -210,6 +213,8 @@ def main(args, tier_module) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    if args.lr is not None and not args.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {args.lr}")
     if args.name == "params":
         result = run_params(
             {name: tier_module(name) for name in args.impl or ["numpy", "c", "tinygrad"]}, out
