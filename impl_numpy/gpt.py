@@ -54,7 +54,9 @@ class GPT:
         loss = cross_entropy(gpt(params, idx, self.config), targets)
         loss.backward()
         # a parameter the loss does not read (wpe under the position_embedding ablation) has gradient 0
-        return float(loss.data), {n: np.zeros_like(t.data) if t.grad is None else t.grad for n, t in params.items()}
+        return float(loss.data), {
+            n: np.zeros_like(t.data) if t.grad is None else t.grad for n, t in params.items()
+        }
 
     def backward(self, idx, targets):
         return self.grads(idx, targets)[0]  # the engine's gradients are fresh arrays: nothing to copy

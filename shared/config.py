@@ -7,7 +7,6 @@ import numpy as np
 
 from shared.errors import ConfigError
 
-
 # SPEC.md "Ablations": switches that take one piece out of the model, for the curriculum's experiments.
 # Each is True in GPT-2; a field left at True is not written by to_dict, so GPT-2's config reads as before.
 ABLATIONS = ("scale_attn_weights", "residual", "position_embedding")
@@ -28,7 +27,9 @@ class GPTConfig:
         for name in ABLATIONS:
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
-                raise ConfigError(f"config.{name} must be true or false, got {type(value).__name__} {value!r}")
+                raise ConfigError(
+                    f"config.{name} must be true or false, got {type(value).__name__} {value!r}"
+                )
             object.__setattr__(self, name, bool(value))
         for field in dataclasses.fields(self):
             if field.name in ABLATIONS:
@@ -53,7 +54,9 @@ class GPTConfig:
         return tuple(name for name in ABLATIONS if not getattr(self, name))
 
     def __repr__(self) -> str:
-        fields = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name not in ABLATIONS]
+        fields = [
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name not in ABLATIONS
+        ]
         return f"GPTConfig({', '.join(fields + [f'{name}=False' for name in self.ablated])})"
 
     def to_dict(self) -> dict:
