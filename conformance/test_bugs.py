@@ -59,8 +59,8 @@ BUGS = {
     ),
     "missing 1/sqrt(head size)": Bug(
         "model.py",
-        "att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(HS))",
-        "att = q @ k.transpose(0, 1, 3, 2)",
+        "scale = 1.0 / math.sqrt(HS) if config.scale_attn_weights else 1.0",
+        "scale = 1.0",
         "activations",
         ("activation", "h.0.attn.att"),
     ),
