@@ -169,6 +169,18 @@ def text_file(tmp_path):
     return path
 
 
+def train_small(program, text_file, ckpt, *args):
+    """A one-layer model trained by the program into ckpt, evaluating every 2 steps on one batch."""
+    return train(
+        program,
+        *["--data", str(text_file), *small_model(1), "--eval-interval", "2", "--eval-iters", "1"],
+        *args,
+        "--out",
+        str(ckpt),
+        cwd=ckpt.parent,
+    )
+
+
 def small_model(n_layer: int) -> list[str]:
     return f"--n-layer {n_layer} --n-head 2 --n-embd 16 --block-size 16".split()
 
@@ -193,16 +205,7 @@ def test_program_trains_and_resumes_exactly(program, text_file, tmp_path):
 
 def test_program_checkpoint_loads_in_the_python_tiers_and_samples(program, text_file, tmp_path):
     ckpt = tmp_path / "c.safetensors"
-    train(
-        program,
-        "--data",
-        str(text_file),
-        *small_model(1),
-        *["--steps", "4", "--eval-interval", "2", "--eval-iters", "1"],
-        "--out",
-        str(ckpt),
-        cwd=tmp_path,
-    )
+    train_small(program, text_file, ckpt, "--steps", "4")
     model = impl_c.load(ckpt)
     assert model.step == 4
     r = subprocess.run(
@@ -341,16 +344,7 @@ def test_every_ablation_at_once():
 
 def test_program_trains_an_ablated_model(program, text_file, tmp_path):
     ckpt = tmp_path / "ablated.safetensors"
-    out = train(
-        program,
-        "--data",
-        str(text_file),
-        *small_model(1),
-        *["--steps", "2", "--eval-interval", "2", "--eval-iters", "1", "--no-residual"],
-        "--out",
-        str(ckpt),
-        cwd=tmp_path,
-    )
+    out = train_small(program, text_file, ckpt, "--steps", "2", "--no-residual")
     assert "residual off" in out
     assert impl_c.load(ckpt).config.ablated == ("residual",)
 
