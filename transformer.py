@@ -22,7 +22,7 @@ import numpy as np
 
 from shared.checkpoint import load_checkpoint
 from shared.config import PRESETS, get_config
-from shared.data import CharDataset, batch_rng, get_batch, shakespeare_path
+from shared.data import CharDataset, batch_rng, estimate_loss, get_batch, shakespeare_path
 from shared.errors import GPTError
 from shared.params import init_state_dict, num_params
 from shared.schedule import AdamWConfig, lr_at
@@ -61,17 +61,6 @@ class TrainSettings:
     @classmethod
     def from_json(cls, s: str, adamw: AdamWConfig | None) -> "TrainSettings":
         return cls(**json.loads(s), **({} if adamw is None else {"adamw": adamw}))
-
-
-def estimate_loss(model, data: np.ndarray, batch_size: int, iters: int, seed: int) -> float:
-    """Mean loss over `iters` batches drawn from a fixed Generator, so every evaluation (every step,
-    every tier) sees the same windows."""
-    T = model.config.block_size
-    losses = []
-    for k in range(iters):
-        x, y = get_batch(data, batch_size, T, batch_rng(seed, k))
-        losses.append(model.forward(x, y)[1])
-    return float(np.mean(losses))
 
 
 def unigram_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.config import get_config
-from shared.data import CharDataset, batch_rng, get_batch
+from shared.data import CharDataset, batch_rng, estimate_loss, get_batch
 from shared.params import init_state_dict
 from shared.schedule import AdamWConfig, lr_at
 
@@ -56,18 +56,6 @@ def attention_entropy(model, idx) -> float:
     return float(np.mean([e.mean() for e in entropies]))
 
 
-def evaluate(model, data: np.ndarray, s: AblationSettings, seed: int) -> float:
-    T = model.config.block_size
-    return float(
-        np.mean(
-            [
-                model.forward(*get_batch(data, s.batch_size, T, batch_rng(seed, k)))[1]
-                for k in range(s.eval_iters)
-            ]
-        )
-    )
-
-
 def train_variant(
     tier, config, dataset: CharDataset, s: AblationSettings, label: str, progress=True
 ) -> tuple:
@@ -93,8 +81,10 @@ def train_variant(
     for step in tqdm(range(s.steps + 1), desc=label, disable=not progress, unit="step", leave=False):
         if step % s.eval_interval == 0 or step == s.steps:
             history["step"].append(step)
-            history["train"].append(evaluate(model, dataset.train, s, s.seed + 1))
-            history["val"].append(evaluate(model, dataset.val, s, s.seed + 2))
+            history["train"].append(
+                estimate_loss(model, dataset.train, s.batch_size, s.eval_iters, s.seed + 1)
+            )
+            history["val"].append(estimate_loss(model, dataset.val, s.batch_size, s.eval_iters, s.seed + 2))
             history["entropy"].append(attention_entropy(model, probe))
             history["time"].append(time.perf_counter() - start)
         if step == s.steps:
@@ -176,13 +166,6 @@ def scale_variants(vocab_size: int, head_counts=(4, 1)) -> dict:
     )
 
 
-def run_scale_training(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
-    runs = run_variants(tier, dataset, scale_variants(dataset.tokenizer.vocab_size), s, log, progress)
-    path = out / "questions-scale-training.png"
-    plot_scale_training(runs, path)
-    return _summary(runs, path, out / "questions-scale-training.json")
-
-
 def plot_scale_training(runs: dict, path: Path) -> None:
     """runs: label -> {"history": ...}, as trained or as read back from the JSON."""
     plt = _pyplot()
@@ -210,20 +193,6 @@ def residual_variants(vocab_size: int, depths=(4, 8)) -> dict:
         depths,
         lambda c, on: f"{c.n_layer} layers, {'with' if on else 'without'} residual",
     )
-
-
-def run_residual(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
-    runs = run_variants(tier, dataset, residual_variants(dataset.tokenizer.vocab_size), s, log, progress)
-    log("gradient norm of each block's parameters at init (step 0), before clipping, block 0 first:")
-    for label, run in runs.items():
-        log(f"{label:>34}: " + " ".join(f"{v:.1e}" for v in block_norms(run["history"]["grad_norms"][:1])))
-    log("how much each block's output still depends on the input after training (spread / |mean|):")
-    for label, run in runs.items():
-        run["input_dependence"] = input_dependence(run["model"], dataset.val)
-        log(f"{label:>34}: " + " ".join(f"{v:.1e}" for v in run["input_dependence"]))
-    path = out / "questions-residual.png"
-    plot_residual(runs, path)
-    return _summary(runs, path, out / "questions-residual.json")
 
 
 def input_dependence(model, data: np.ndarray, windows: int = 16, seed: int = 5) -> list[float]:
@@ -303,18 +272,6 @@ def order_sensitivity(model, data: np.ndarray, windows: int = 200, seed: int = 7
     return {"mean_kl": float(kl.mean()), "max_logit_diff": float(np.abs(a - b).max())}
 
 
-def run_positions(tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
-    runs = run_variants(tier, dataset, position_variants(dataset.tokenizer.vocab_size), s, log, progress)
-    log("the prediction at the last of 64 positions when the 63 before it are shuffled (200 windows):")
-    for label, run in runs.items():
-        run["order"] = order_sensitivity(run["model"], dataset.val)
-        o = run["order"]
-        log(f"{label:>34}: mean KL {o['mean_kl']:.2e} nats, largest logit change {o['max_logit_diff']:.2e}")
-    path = out / "questions-positions.png"
-    plot_positions(runs, path)
-    return _summary(runs, path, out / "questions-positions.json")
-
-
 def plot_positions(runs: dict, path: Path) -> None:
     plt = _pyplot()
     styles = _styles(runs)
@@ -338,6 +295,42 @@ def plot_positions(runs: dict, path: Path) -> None:
     axes[1].set_title("the last prediction, before and after shuffling the 63 tokens before it")
     axes[1].grid(alpha=0.3, axis="x")
     _finish(fig, "the position embedding", path)
+
+
+def measure_residual(runs: dict, dataset, log=print) -> None:
+    log("gradient norm of each block's parameters at init (step 0), before clipping, block 0 first:")
+    for label, run in runs.items():
+        log(f"{label:>34}: " + " ".join(f"{v:.1e}" for v in block_norms(run["history"]["grad_norms"][:1])))
+    log("how much each block's output still depends on the input after training (spread / |mean|):")
+    for label, run in runs.items():
+        run["input_dependence"] = input_dependence(run["model"], dataset.val)
+        log(f"{label:>34}: " + " ".join(f"{v:.1e}" for v in run["input_dependence"]))
+
+
+def measure_positions(runs: dict, dataset, log=print) -> None:
+    log("the prediction at the last of 64 positions when the 63 before it are shuffled (200 windows):")
+    for label, run in runs.items():
+        run["order"] = o = order_sensitivity(run["model"], dataset.val)
+        log(f"{label:>34}: mean KL {o['mean_kl']:.2e} nats, largest logit change {o['max_logit_diff']:.2e}")
+
+
+# question -> (the variants it trains, what it measures on the trained models, its figure)
+QUESTIONS = {
+    "scale-training": (scale_variants, None, plot_scale_training),
+    "residual": (residual_variants, measure_residual, plot_residual),
+    "positions": (position_variants, measure_positions, plot_positions),
+}
+
+
+def run(name: str, tier, dataset, out: Path, s=AblationSettings(), log=print, progress=True) -> dict:
+    """Trains the question's variants, measures them, writes out/questions-NAME.png and .json."""
+    variants, measure, plot = QUESTIONS[name]
+    runs = run_variants(tier, dataset, variants(dataset.tokenizer.vocab_size), s, log, progress)
+    if measure is not None:
+        measure(runs, dataset, log)
+    path = out / f"questions-{name}.png"
+    plot(runs, path)
+    return _summary(runs, path, out / f"questions-{name}.json")
 
 
 def _pyplot():
@@ -366,7 +359,7 @@ def _summary(runs: dict, figure: Path, json_path: Path) -> dict:
             "final_val": run["history"]["val"][-1],
             "final_train": run["history"]["train"][-1],
             "history": run["history"],
-            **{key: run[key] for key in ("order", "input_dependence") if key in run},
+            **{key: value for key, value in run.items() if key not in ("config", "history", "model")},
         }
         for label, run in runs.items()
     }

@@ -250,9 +250,4 @@ def run_training_question(args, tier, out: Path) -> dict:
     from shared.data import CharDataset, shakespeare_path
 
     dataset = CharDataset.from_file(shakespeare_path(args.data))
-    run = {
-        "scale-training": ablations.run_scale_training,
-        "residual": ablations.run_residual,
-        "positions": ablations.run_positions,
-    }[args.name]
-    return run(tier, dataset, out, ablations.settings_from_args(args), log=tqdm.write)
+    return ablations.run(args.name, tier, dataset, out, ablations.settings_from_args(args), log=tqdm.write)

@@ -111,3 +111,14 @@ def batch_rng(seed: int, step: int):
     """The Generator for one step's batch: a pure function of (seed, step), so a resumed run draws
     exactly the batches the uninterrupted run would have."""
     return np.random.default_rng([seed, step])
+
+
+def estimate_loss(model, data: np.ndarray, batch_size: int, iters: int, seed: int) -> float:
+    """Mean loss over `iters` batches drawn from a fixed Generator, so every evaluation (every step,
+    every tier) sees the same windows."""
+    T = model.config.block_size
+    losses = []
+    for k in range(iters):
+        x, y = get_batch(data, batch_size, T, batch_rng(seed, k))
+        losses.append(model.forward(x, y)[1])
+    return float(np.mean(losses))

@@ -10,7 +10,7 @@ import pytest
 import impl_numpy
 import transformer
 from shared.config import GPTConfig
-from shared.data import CharDataset, shakespeare_path
+from shared.data import CharDataset, estimate_loss, shakespeare_path
 from shared.params import init_state_dict
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -33,7 +33,7 @@ def test_short_training_run_beats_the_unigram_baseline(dataset):
         steps=250, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=20, decay_steps=250, eval_interval=1000
     )
     transformer.train(model, dataset, s, log=lambda *_: None, progress=False)
-    val = transformer.estimate_loss(model, dataset.val, 16, 20, seed=7)
+    val = estimate_loss(model, dataset.val, 16, 20, seed=7)
     unigram = transformer.unigram_baseline(dataset.train, dataset.val, dataset.tokenizer.vocab_size)
     assert unigram > 3.0  # sanity: Shakespeare's characters under their own frequencies
     assert val < unigram - 0.2, (val, unigram)
