@@ -1,1 +1,1 @@
-"""The conformance suite: every tier against the float64 reference, tensor by tensor."""
+"""The conformance suite: every tier against an outside truth (transformers in float64), tensor by tensor."""

@@ -1,15 +1,21 @@
-"""The divergence finder: one input through the tiers, and one table of every tensor against the float64
-reference in the order the computation makes them (every named activation in forward order, the loss,
-every gradient, then the parameters and AdamW moments after the optimizer steps), with a mark on the
-first tensor of each tier that exceeds its bound: where that tier's bug lives.
+"""The divergence finder: one input through the tiers, and one table of every tensor against the truth
+in the order the computation makes them (every named activation in forward order, the loss, every
+gradient, then the parameters and AdamW moments after the optimizer steps), with a mark on the first
+tensor of each tier that exceeds its bound: where that tier's bug lives.
+
+The truth is the outside one (transformers and torch in float64, conformance/golden/) on a conformance
+case; on any other input (a preset's random weights, a checkpoint) no outside values exist, and the
+float64 numpy tier stands in: where it and a tier disagree, either may be wrong, and the conformance
+suite, which holds the numpy tier to the outside truth, tells which.
 
     python -m conformance.diff                                 # every tier in conformance/tiers.py
+    python -m conformance.diff --case odd-B3-T7                # any case of conformance/cases.py
     python -m conformance.diff --tiers c numpy --config shakespeare -B 4 -T 32
     python -m conformance.diff --ckpt out/shakespeare-numpy.safetensors --html diff.html
     python -m conformance.diff --tier-module mypkg.mytier      # any module that follows shared/tier.py
 
-The exit status is 1 when a tier diverges. In-process: rows = diverge(tiers, path, idx, targets), then
-first_divergence(rows).
+The exit status is 1 when a tier diverges. In-process: rows = diverge(tiers, path, idx, targets, truth)
+(truth: truth_results(case), or None for the float64 numpy tier), then first_divergence(rows).
 """
 
 import argparse
@@ -24,8 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.cases import ADAMW, N_STEPS, OPT_LR, batch, results
+from conformance.cases import (
+    ADAMW,
+    ADAMW_CASES,
+    CASES,
+    N_STEPS,
+    OPT_LR,
+    batch,
+    optimizer_steps,
+    write_checkpoint,
+)
 from conformance.compare import random_state_dict
+from conformance.golden import adamw_truth, truth
 from conformance.tiers import REFERENCE, TIERS, load_reference
 from shared.activations import activation_names
 from shared.checkpoint import load_checkpoint, save_checkpoint
@@ -40,7 +56,7 @@ SECTIONS = {
     "loss": ("loss (relative)", "loss", False),
     "grad": ("gradients, canonical order (rel. L2)", "grads", False),
     "param": (
-        f"parameters after {N_STEPS} AdamW steps on the reference's gradients (max abs / lr)",
+        f"parameters after {N_STEPS} AdamW steps on the truth's gradients (max abs / lr)",
         "adamw_params_lr",
         True,
     ),
@@ -107,19 +123,49 @@ def compare_tensor(got, ref, bound: float, per_lr: bool) -> Result:
 
 
 def by_section(res: dict, config) -> dict[str, dict]:
-    """A tier's results (cases.results) as section -> {tensor name: array}, with every name the
-    reference has (None where the tier gave none), in the table's order."""
-    opt, names = res["opt_state"], list(param_shapes(config))
-    tensors = {
-        "activation": res["acts"],
-        "loss": {"loss": res["loss"]},
-        "grad": res["grads"],
-        "param": res["opt_params"],
-        "m": opt.m,
-        "v": opt.v,
-    }
+    """Results (results(), truth_results()) as section -> {tensor name: array}, with every name the
+    truth has (None where a tier gave none), in the table's order; the optimizer's sections only where
+    the truth has them."""
+    names = list(param_shapes(config))
+    tensors = {"activation": res["acts"], "loss": {"loss": res["loss"]}, "grad": res["grads"]}
+    if "opt_params" in res:
+        tensors.update(param=res["opt_params"], m=res["m"], v=res["v"])
     order = {"activation": activation_names(config), "loss": ["loss"]}
-    return {s: {n: tensors[s].get(n) for n in order.get(s, names)} for s in SECTIONS}
+    return {s: {n: tensors[s].get(n) for n in order.get(s, names)} for s in SECTIONS if s in tensors}
+
+
+def results(model, idx, targets, opt_grads=None) -> dict:
+    """A model's named activations, loss and gradients on one input; then, given opt_grads, its
+    parameters and AdamW moments after apply_grads on each of them."""
+    loss, grads = model.grads(idx, targets)
+    out = {"loss": loss, "grads": grads, "acts": model.activations(idx)}
+    if opt_grads is not None:
+        out["opt_params"], opt = optimizer_steps(model, opt_grads)
+        out["m"], out["v"] = opt.m, opt.v
+    return out
+
+
+OPTIMIZER_CASE = "clip-above"  # the optimizer's steps the table shows, where its case is the input
+
+
+def truth_results(case: str) -> dict:
+    """The outside truth of a conformance case in results()' form, with the optimizer's steps
+    (opt_grads, and what they give) where an optimizer case is made on it."""
+    t = truth(case)
+    out = {"loss": t["loss"], "grads": t["grads"], "acts": t["acts"], "regime": CASES[case].regime}
+    if ADAMW_CASES[OPTIMIZER_CASE].case == case:
+        a = adamw_truth(OPTIMIZER_CASE)
+        out.update(opt_grads=a["opt_grads"], opt_params=a["params"], m=a["m"], v=a["v"])
+    return out
+
+
+def reference_results(path, idx, targets) -> dict:
+    """Where no outside values exist: the float64 numpy tier's results, its optimizer fed its own
+    gradients scaled as in the optimizer case clip-above (50 (k + 1) at step k)."""
+    reference = load_reference(path, adamw=ADAMW)
+    _, grads = reference.grads(idx, targets)
+    opt_grads = [{n: g * 50.0 * (k + 1) for n, g in grads.items()} for k in range(N_STEPS)]
+    return {**results(reference, idx, targets, opt_grads), "opt_grads": opt_grads}
 
 
 def tier_module(module):
@@ -129,14 +175,15 @@ def tier_module(module):
     return module
 
 
-def diverge(tiers: dict, path, idx: np.ndarray, targets: np.ndarray) -> list[Row]:
-    """Every tensor of every tier against the float64 reference, on the checkpoint at `path` (a single
-    file or a Hugging Face directory, read by each tier's own `load`) and one batch. tiers: name ->
-    (module or module name, dtype), as in conformance/tiers.py; a module follows shared/tier.py."""
+def diverge(tiers: dict, path, idx: np.ndarray, targets: np.ndarray, truth: dict | None = None) -> list[Row]:
+    """Every tensor of every tier against the truth (truth_results(case) for a conformance case, or None:
+    the float64 numpy tier), on the checkpoint at `path` (a single file or a Hugging Face directory,
+    read by each tier's own `load`) and one batch. tiers: name -> (module or module name, dtype), as
+    in conformance/tiers.py; a module follows shared/tier.py."""
     path = str(path)
-    reference = load_reference(path, adamw=ADAMW)
-    ref = results(reference, idx, targets)
-    expected = by_section(ref, reference.config)
+    config = load_checkpoint(path).config
+    ref = reference_results(path, idx, targets) if truth is None else truth
+    expected = by_section(ref, config)
     rows = [
         Row(section, name, np.shape(a), window(a))
         for section, tensors in expected.items()
@@ -144,8 +191,8 @@ def diverge(tiers: dict, path, idx: np.ndarray, targets: np.ndarray) -> list[Row
     ]
     for name, (module, dtype) in tiers.items():
         model = tier_module(module).load(path, dtype=dtype, adamw=ADAMW)
-        got = by_section(results(model, idx, targets, ref["opt_grads"]), reference.config)
-        bounds = bounds_for(dtype)
+        got = by_section(results(model, idx, targets, ref.get("opt_grads")), config)
+        bounds = bounds_for(dtype, ref.get("regime", "default"))
         for row in rows:
             _, key, per_lr = SECTIONS[row.section]
             a = got[row.section][row.tensor]
@@ -337,9 +384,17 @@ def to_html(rows: list[Row], meta: dict) -> str:
 # ---- the command line ----
 
 
-def prepare(folder, config=None, ckpt=None, batch_size=2, seq_len=None, seed=0):
-    """The checkpoint and the batch: a preset's random weights (compare.random_state_dict, as the suite
-    uses) written into `folder`, or the given checkpoint; random token ids with some targets -1."""
+def prepare(folder, case=None, config=None, ckpt=None, batch_size=None, seq_len=None, seed=None):
+    """The checkpoint, the batch and the truth: a conformance case's (the outside truth), or a preset's
+    random weights (compare.random_state_dict, as the suite uses) written into `folder`, or the given
+    checkpoint, with random token ids and some targets -1 (truth None: the float64 numpy tier)."""
+    if case is not None:
+        c = CASES[case]
+        sizes = ", ".join(f"{k} {v}" for k, v in c.config.to_dict().items())
+        inputs = f"case {case} ({sizes}); batch {c.B} x {c.T}"
+        t = truth(case)
+        return write_checkpoint(case, folder), t["idx"], t["targets"], inputs, truth_results(case)
+    seed = 0 if seed is None else seed
     if ckpt is None:
         cfg = PRESETS[config]
         path = Path(folder) / f"{config}-seed{seed}.safetensors"
@@ -347,16 +402,20 @@ def prepare(folder, config=None, ckpt=None, batch_size=2, seq_len=None, seed=0):
         source = f"config {config}, random weights (seed {seed})"
     else:
         cfg, path, source = load_checkpoint(ckpt).config, ckpt, f"checkpoint {ckpt}"
+    B = 2 if batch_size is None else batch_size
     T = min(16, cfg.block_size) if seq_len is None else seq_len
-    idx, targets = batch(cfg, batch_size, T, seed)
+    idx, targets = batch(cfg, B, T, seed)
     sizes = ", ".join(f"{k} {v}" for k, v in cfg.to_dict().items())
-    return str(path), idx, targets, f"{source} ({sizes}); batch {batch_size} x {T} (seed {seed})"
+    return str(path), idx, targets, f"{source} ({sizes}); batch {B} x {T} (seed {seed})", None
+
+
+DEFAULT_CASE = "tiny-B2-T16"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m conformance.diff",
-        description="Every tensor of the tiers against the float64 reference, and the first that diverges.",
+        description="Every tensor of the tiers against the truth, and the first that diverges.",
     )
     parser.add_argument("--tiers", nargs="+", choices=list(TIERS), help="tiers from conformance/tiers.py")
     parser.add_argument(
@@ -367,24 +426,45 @@ def main(argv=None) -> int:
         help="an importable module following shared/tier.py, checked in float32 (repeatable)",
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", choices=list(PRESETS), default="tiny", help="preset, random weights")
-    source.add_argument("--ckpt", help="a checkpoint: safetensors file or Hugging Face directory")
-    parser.add_argument("-B", "--batch-size", type=int, default=2)
-    parser.add_argument("-T", "--seq-len", type=int, default=None, help="default min(16, block_size)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and the batch")
+    source.add_argument(
+        "--case",
+        choices=list(CASES),
+        help=f"a conformance case, checked against the outside truth (default {DEFAULT_CASE})",
+    )
+    source.add_argument(
+        "--config", choices=list(PRESETS), help="a preset with random weights (truth: float64 numpy tier)"
+    )
+    source.add_argument("--ckpt", help="a checkpoint: safetensors file or Hugging Face directory (likewise)")
+    parser.add_argument("-B", "--batch-size", type=int, help="with --config or --ckpt; default 2")
+    parser.add_argument(
+        "-T", "--seq-len", type=int, help="with --config or --ckpt; default min(16, block_size)"
+    )
+    parser.add_argument("--seed", type=int, help="with --config or --ckpt: the random weights and batch")
     parser.add_argument("--json", metavar="PATH", help="write the table as JSON")
     parser.add_argument("--html", metavar="PATH", help="write a self-contained HTML page")
     args = parser.parse_args(argv)
+    own_input = args.config is not None or args.ckpt is not None
+    if not own_input and any(v is not None for v in (args.batch_size, args.seq_len, args.seed)):
+        parser.error("-B, -T and --seed choose the input of --config or --ckpt; a case has its own")
+    case = None if own_input else (args.case or DEFAULT_CASE)
 
     tiers = {name: TIERS[name] for name in args.tiers or ([] if args.tier_module else TIERS)}
     tiers.update({module: (module, np.float32) for module in args.tier_module})
     with tempfile.TemporaryDirectory() as folder:
-        path, idx, targets, inputs = prepare(
-            folder, args.config, args.ckpt, args.batch_size, args.seq_len, args.seed
+        path, idx, targets, inputs, truth_ = prepare(
+            folder, case, args.config, args.ckpt, args.batch_size, args.seq_len, args.seed
         )
-        rows = diverge(tiers, path, idx, targets)
+        rows = diverge(tiers, path, idx, targets, truth_)
+    if truth_ is not None:
+        reference = "the outside truth (transformers and torch.optim.AdamW in float64, conformance/golden/)"
+    else:
+        reference = (
+            f"{REFERENCE[0]} in {np.dtype(REFERENCE[1]).name}, as no outside values exist for this input: "
+            "where it and a tier disagree, either may be wrong (the conformance suite holds it to the "
+            "outside truth)"
+        )
     meta = {
-        "reference": f"{REFERENCE[0]} in {np.dtype(REFERENCE[1]).name}",
+        "reference": reference,
         "inputs": inputs,
         "tiers": {
             name: {"module": getattr(m, "__name__", m), "dtype": np.dtype(d).name}

@@ -1,7 +1,11 @@
-# The golden file: an outside reference, Hugging Face transformers' GPT2LMHeadModel (and
-# torch.optim.AdamW), run once by make_golden.py and committed, so that the suite checks every tier
-# against an implementation this project did not write (SPEC.md "Tolerances", issue 5). Reading it and
-# measuring a tier against it needs numpy and safetensors only: no torch, no transformers.
+# The outside truth: Hugging Face transformers' GPT2LMHeadModel (and torch.optim.AdamW), run once by
+# make_golden.py and committed, so that the suite checks every tier, the float64 numpy tier included,
+# against an implementation this project did not write (SPEC.md "Tolerances"). Reading it and measuring
+# a tier against it needs numpy and safetensors only: no torch, no transformers.
+#
+# Two files: cases.safetensors holds the truth of every conformance case (cases.py: `truth(case)`,
+# `adamw_truth(variant)`); tiny.safetensors holds the `tiny` preset with transformers' own float32 run
+# and greedy generations through its KV cache (`read_golden`), beside the directory transformers saved.
 import dataclasses
 import functools
 import json
@@ -12,8 +16,9 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from conformance.cases import forward_rows, grads_rows, train_loss_rows
+from conformance.cases import ADAMW_CASES, CASES, WEIGHTS, forward_rows, grads_rows, train_loss_rows
 from conformance.tiers import TIERS, load
+from shared.activations import activation_names
 from shared.checkpoint import save_checkpoint
 from shared.config import GPTConfig
 from shared.params import param_shapes
@@ -24,6 +29,8 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN_FILE = GOLDEN_DIR / "tiny.safetensors"
 HF_DIR = GOLDEN_DIR / "hf-tiny"  # written by transformers' save_pretrained
 FORMAT = "gpt-tiers-golden/1"
+CASES_FILE = GOLDEN_DIR / "cases.safetensors"
+CASES_FORMAT = "gpt-tiers-golden-cases/1"
 DTYPES = ("float64", "float32")  # the reference's runs; tiers are held to the float64 one
 
 # The near-tie guard for greedy generation. A tier within the logits bound tol of the reference moves a
@@ -72,6 +79,77 @@ class Golden:
 
 
 UNSCALED = "unscaled-float64"  # the run with scale_attn_weights=False (SPEC.md "Ablations")
+
+
+def case_table() -> dict:
+    """Everything the truth was computed from (cases.py), as JSON: make_golden stores it in the file,
+    and the tests ask that cases.py still says the same, so that a changed case cannot be checked
+    against a stale truth."""
+    weights = {
+        name: {"config": w.config.to_dict(), "seed": w.seed, "scales": [list(s) for s in w.scales]}
+        for name, w in WEIGHTS.items()
+    }
+    cases = {
+        name: {"config": c.config.to_dict(), "B": c.B, "T": c.T, "weights": c.weights, "regime": c.regime}
+        for name, c in CASES.items()
+    }
+    adamw = {
+        name: {"case": a.case, "norms": list(a.norms), "adamw": dataclasses.asdict(a.adamw)}
+        for name, a in ADAMW_CASES.items()
+    }
+    return {"weights": weights, "cases": cases, "adamw": adamw}
+
+
+@functools.cache
+def _cases_file():
+    tensors = load_file(CASES_FILE)
+    for t in tensors.values():
+        t.flags.writeable = False  # shared by every test: a tier must not write into its inputs
+    with safe_open(CASES_FILE, framework="np") as f:
+        metadata = f.metadata()
+    if metadata.get("format") != CASES_FORMAT:
+        raise ValueError(f"{CASES_FILE}: not a golden file of format {CASES_FORMAT}")
+    return tensors, metadata
+
+
+def cases_metadata() -> dict[str, str]:
+    return _cases_file()[1]
+
+
+@functools.cache
+def truth(case: str) -> dict:
+    """The truth of one case: weights (float32, canonical names), idx, targets, logits, loss, grads,
+    acts (forward order), train_losses and train_params, all float64 but the weights and the batch."""
+    tensors, _ = _cases_file()
+    config = CASES[case].config
+    names, p = list(param_shapes(config)), f"case.{case}."
+    weights = CASES[case].weights
+    return {
+        "weights": {n: tensors[f"weights.{weights}.{n}"] for n in names},
+        "idx": tensors[p + "idx"],
+        "targets": tensors[p + "targets"],
+        "logits": tensors[p + "logits"],
+        "loss": float(tensors[p + "loss"]),
+        "grads": {n: tensors[f"{p}grads.{n}"] for n in names},
+        "acts": {n: tensors[f"{p}acts.{n}"] for n in activation_names(config)},
+        "train_losses": [float(x) for x in tensors[p + "train_losses"]],
+        "train_params": {n: tensors[f"{p}train_params.{n}"] for n in names},
+    }
+
+
+@functools.cache
+def adamw_truth(variant: str) -> dict:
+    """An optimizer case's inputs (opt_grads: its case's true gradients times the step's scale) and
+    the parameters, m and v after them."""
+    tensors, _ = _cases_file()
+    case = ADAMW_CASES[variant].case
+    grads, p = truth(case)["grads"], f"adamw.{variant}."
+    scales = [float(s) for s in tensors[p + "scales"]]
+    return {
+        "scales": scales,
+        "opt_grads": [{n: g * s for n, g in grads.items()} for s in scales],
+        **{k: {n: tensors[f"{p}{k}.{n}"] for n in grads} for k in ("params", "m", "v")},
+    }
 
 
 @functools.cache

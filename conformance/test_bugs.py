@@ -1,7 +1,8 @@
 # Proof that the suite catches bugs: realistic bugs, each a small edit to the numpy tier's source, must
 # fail the conformance measurement and be named, first, by the divergence finder at the tensor where
-# they live. A bug goes into a copy of the tier (a "mutant" package written to a temporary folder), so
-# the float64 reference, which is the same numpy code, stays right.
+# they live, against the outside truth. A bug goes into a copy of the tier (a "mutant" package written
+# to a temporary folder), registered as a tier of its own. `python -m conformance.mutate` does the same
+# for every tier and the shared code, through the whole fast suite.
 import importlib
 import json
 import math
@@ -14,7 +15,8 @@ import pytest
 
 import impl_numpy
 from conformance import diff
-from conformance.cases import case_data, measure, write_checkpoint
+from conformance.cases import CASES, measure, measure_optimizer, write_checkpoint
+from conformance.golden import truth
 from conformance.tiers import TIERS
 from impl_numpy.engine import _accumulate, _result
 from shared.activations import activation_names
@@ -155,9 +157,13 @@ def exceeds(rows) -> list[str]:
 def test_bug_is_caught_and_located(what, mutant, checkpoint):
     bug = BUGS[what]
     tier = mutant(bug)
-    assert exceeds(measure(bug.quantity, tier, CASE, checkpoint)), f"{what}: the suite does not catch it"
-    _, idx, targets = case_data(CASE)
-    rows = diff.diverge({tier: TIERS[tier]}, checkpoint, idx, targets)
+    if bug.quantity == "adamw":  # the optimizer case on CASE's gradients, clipping engaged
+        rows = measure_optimizer(tier, "clip-above", checkpoint)
+    else:
+        rows = measure(bug.quantity, tier, CASE, checkpoint)
+    assert exceeds(rows), f"{what}: the suite does not catch it"
+    idx, targets = truth(CASE)["idx"], truth(CASE)["targets"]
+    rows = diff.diverge({tier: TIERS[tier]}, checkpoint, idx, targets, diff.truth_results(CASE))
     first = diff.first_divergence(rows)[tier]
     assert first is not None, f"{what}: the divergence finder finds nothing"
     assert (first.section, first.tensor) == bug.located, diff.summary(tier, first)
@@ -169,8 +175,9 @@ def test_no_bug_no_divergence(tier, mutant, checkpoint):
     # had right), within every bound
     if tier == "unedited copy":
         tier = mutant(None)
-    _, idx, targets = case_data(CASE)
-    first = diff.first_divergence(diff.diverge({tier: TIERS[tier]}, checkpoint, idx, targets))[tier]
+    idx, targets = truth(CASE)["idx"], truth(CASE)["targets"]
+    rows = diff.diverge({tier: TIERS[tier]}, checkpoint, idx, targets, diff.truth_results(CASE))
+    first = diff.first_divergence(rows)[tier]
     assert first is None, diff.summary(tier, first)
 
 
@@ -189,7 +196,7 @@ def test_command_line_names_the_first_divergence(mutant, tmp_path, capsys):
         "numpy": None,
         tier: {"section": "activation", "tensor": "h.0.ln_1"},
     }
-    config = case_data(CASE)[0]  # the tiny preset: the command line's default
+    config = CASES[CASE].config  # the command line's default case
     assert len(report["rows"]) == len(activation_names(config)) + 1 + 4 * len(param_shapes(config))
     page = out_html.read_text()
     assert "First divergence: activation h.0.ln_1" in page

@@ -10,7 +10,10 @@ TIERS = {
     "tinygrad": ("impl_tinygrad", np.float32),
 }
 
-# the float64 reference every tier is checked against (SPEC.md "Tolerances")
+BUILT_IN = tuple(TIERS)  # the project's own tiers (`pytest --tier-module` adds a user's to TIERS)
+
+# the stand-in truth where no outside values exist (random problems, a user's checkpoint): the float64
+# numpy tier, itself held to the outside truth like every tier (SPEC.md "Tolerances")
 REFERENCE = ("impl_numpy", np.float64)
 
 

@@ -1,9 +1,7 @@
-# SPEC.md "Tolerances": how close a tier must come to the float64 reference (impl_numpy in float64),
-# as relative L2 error ||a - ref|| / ||ref|| per tensor. The reasoning is in SPEC.md; in short:
-# float32 rounds at 6e-8, and these models' forward and backward passes grow that to 3e-7 .. 8e-7 (the
-# numpy tier in float32, measured on the conformance configs and weights), so the bounds sit about 5x
-# above, and stay below what a real bug does there (erf-GELU for tanh-GELU moves the logits by 1.5e-4,
-# LayerNorm eps 1e-6 for 1e-5 by 4e-6 .. 1.5e-5).
+# SPEC.md "Tolerances": how close a tier must come to the truth (the float64 values an outside library
+# computed, conformance/golden/), as relative L2 error ||a - ref|| / ||ref|| per tensor, with the
+# reasoning. The measured errors and the headroom of each bound are the table in SPEC.md, which
+# `python -m conformance.summary --spec` writes from a fresh measurement (numbers live in one place).
 import numpy as np
 
 FLOAT32 = {
@@ -11,33 +9,75 @@ FLOAT32 = {
     "loss": 2e-6,  # |loss - ref| / |ref|
     "activations": 2e-6,  # every named activation
     "grads": 5e-6,  # every parameter gradient
-    "decode": 2e-6,  # KV-cache logits against the reference's full-recompute logits
-    # AdamW fed the reference's gradients (apply_grads): the same arithmetic on the same inputs, so
-    # only the rounding of the stored parameters differs: max |p - p_ref| / lr (lr 1e-2, 3 steps)
+    "decode": 2e-6,  # KV-cache logits against the truth's full-recompute logits
+    # AdamW fed the truth's gradients (apply_grads): the same arithmetic on the same inputs, so only
+    # the rounding of the stored parameters differs: max |p - p_ref| / lr (lr 1e-2, 3 steps)
     "adamw_params_lr": 1e-4,
     "adamw_moments": 5e-6,  # of m and v after N steps
-    # AdamW through train_step, each tier on its own gradients. Adam divides by sqrt(v): where the exact
-    # gradient is 0 (the key bias of attention: softmax ignores a shift shared by all keys) each tier
-    # steps by +-lr on its own rounding noise. The per-element bound is therefore the largest honest
-    # disagreement, 2 lr per step (each tier's normalized step is at most about lr); the strict check of
-    # AdamW is adamw_params_lr above, and the losses along the way are held tight.
-    "train_params_lr_per_step": 2.0,
+    # AdamW through train_step, each tier on its own gradients, max |p - p_ref| / lr after the steps.
+    # Adam divides by sqrt(v): where the exact gradient is 0 (the part of attn.c_attn.bias that adds to
+    # the keys: softmax ignores a shift shared by all keys) or nearly so (flat_gradient), each tier
+    # steps by up to +-lr on its own rounding noise, so there the bound is the largest honest
+    # disagreement, 2 lr per step; everywhere else the gradient's rounding moves a step by far less
+    # than lr, and the parameters' own float32 rounding (u |p| per step) sets the floor.
+    "train_params_lr": 2e-3,
+    "train_flat_lr": 2.0 * 3,  # 3 steps
     "train_loss": 1e-5,
 }
 
-# a float64 tier against the float64 reference: rounding at 1e-16, grown by the same passes
-FLOAT64 = {
-    name: (bound if name == "train_params_lr_per_step" else bound * 1e-8) for name, bound in FLOAT32.items()
+# Regimes whose rounding grows beyond the default's (SPEC.md "Tolerances", "Large magnitudes"): a case
+# names its regime, and its bounds are the default's with these replaced.
+REGIMES = {
+    "default": {},
+    # attention scores and logits in the hundreds (up to 336 and 308 in the conformance case): a score
+    # s rounds by u |s| = 2e-5 absolute, which softmax turns into a relative error of the weights, and
+    # the backward pass through the saturated softmax carries it into every earlier gradient; the
+    # LayerNorm gain of 57 before the head rounds by u 57 = 3.4e-6, 3.4e-3 lr at lr 1e-3
+    "large": {
+        "logits": 1e-5,
+        "activations": 1e-5,
+        "decode": 1e-5,
+        "grads": 3e-4,
+        "train_params_lr": 3e-2,
+    },
 }
 
+# a float64 tier: rounding at 1.1e-16 instead of 6e-8, grown by the same passes
+_PER_LR = ("train_flat_lr",)
 
-def bounds_for(dtype) -> dict[str, float]:
-    return FLOAT64 if np.dtype(dtype) == np.float64 else FLOAT32
+
+def _float64(bounds: dict) -> dict:
+    return {name: (b if name in _PER_LR else b * 1e-8) for name, b in bounds.items()}
+
+
+FLOAT64 = _float64(FLOAT32)
+
+
+def bounds_for(dtype, regime: str = "default") -> dict[str, float]:
+    bounds = {**FLOAT32, **REGIMES[regime]}
+    return _float64(bounds) if np.dtype(dtype) == np.float64 else bounds
 
 
 def pairwise(a: dict, b: dict) -> dict[str, float]:
-    """Two tiers each within their bound of the reference are within the sum of each other."""
+    """Two tiers each within their bound of the truth are within the sum of each other."""
     return {name: a[name] + b[name] for name in a}
+
+
+# An element's gradient is flat when it is under FLAT times its tensor's RMS: there a rounding error of
+# the tensor's size (1e-6 of its norm) is 1e-3 of the element, and Adam's normalized step can turn.
+FLAT = 1e-3
+
+
+def flat_gradient(name: str, grad: np.ndarray, config) -> np.ndarray:
+    """The elements of a parameter whose true gradient `grad` is zero by the model's symmetry but not
+    in rounding (the keys' part of attn.c_attn.bias: softmax ignores a shift shared by all keys), or
+    nonzero and under FLAT times the tensor's RMS, as a boolean mask. An exact zero (a position past
+    T, wpe without position embeddings) is not flat: every tier computes it exactly, and steps by 0."""
+    grad = np.asarray(grad, dtype=np.float64)
+    flat = (np.abs(grad) < FLAT * np.sqrt(np.mean(grad * grad))) & (grad != 0)
+    if name.endswith("attn.c_attn.bias"):
+        flat[config.n_embd : 2 * config.n_embd] = True
+    return flat
 
 
 def rel_l2(a, ref) -> float:

@@ -1,13 +1,13 @@
 # One block's pieces of the forward on their own (attention_forward, block_forward: what the benchmarks
-# time): every tier against the float64 reference at the activations' bound, and the same bad input
-# rejected the same way.
-import importlib
-
+# time): every tier against the outside truth at the activations' bound (the truth's own activations of
+# a conformance case are each piece's input and output), and the same bad input rejected the same way.
 import numpy as np
 import pytest
 
+from conformance.cases import CASES
 from conformance.compare import random_state_dict
-from conformance.tiers import REFERENCE, TIERS, tier_module
+from conformance.golden import truth
+from conformance.tiers import TIERS, tier_module
 from shared.config import GPTConfig
 from shared.errors import InputError
 from shared.tolerances import bounds_for, rel_l2
@@ -22,22 +22,27 @@ def model(name):
     return tier_module(name).from_state_dict(CONFIG, STATE, dtype=dtype)
 
 
-@pytest.fixture(scope="module")
-def reference():
-    module, dtype = REFERENCE
-    return importlib.import_module(module).from_state_dict(CONFIG, STATE, dtype=dtype)
+# piece -> (its input, its output) among the named activations of block l
+PIECES = {
+    "attention_forward": (lambda l: f"h.{l}.ln_1", lambda l: f"h.{l}.attn.out"),
+    "block_forward": (lambda l: "emb" if l == 0 else f"h.{l - 1}.res_2", lambda l: f"h.{l}.res_2"),
+}
 
 
-@pytest.mark.parametrize("piece", ["attention_forward", "block_forward"])
+@pytest.mark.parametrize("case", ["odd-B3-T7", "odd-no-residual-B2-T7"])
+@pytest.mark.parametrize("piece", list(PIECES))
 @pytest.mark.parametrize("tier", list(TIERS))
-def test_piece_matches_reference(tier, piece, reference):
+def test_piece_matches_the_truth(tier, piece, case):
     _, dtype = TIERS[tier]
-    m = model(tier)
-    for layer in range(CONFIG.n_layer):
-        got = getattr(m, piece)(X.astype(dtype), layer)
-        want = getattr(reference, piece)(X, layer)
-        assert got.shape == X.shape
-        assert rel_l2(got, want) < bounds_for(dtype)["activations"], (piece, layer)
+    c, t = CASES[case], truth(case)
+    m = tier_module(tier).from_state_dict(c.config, t["weights"], dtype=dtype)
+    inp, out = PIECES[piece]
+    for layer in range(c.config.n_layer):
+        x = t["acts"][inp(layer)]
+        got = getattr(m, piece)(x.astype(dtype), layer)
+        assert got.shape == x.shape
+        err = rel_l2(got, t["acts"][out(layer)])
+        assert err < bounds_for(dtype, c.regime)["activations"], (piece, layer, err)
 
 
 @pytest.mark.parametrize("tier", list(TIERS))
