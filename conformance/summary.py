@@ -1,37 +1,171 @@
-"""Worst error per quantity per tier against the float64 reference, with its bound, over the
-conformance cases; and the float64 reference's own finite-difference gradient check.
+"""Worst error of every tier against the outside truth, per tolerance key and regime, with its bound and
+its headroom (bound / worst), over every conformance case; and the float64 numpy tier's own
+finite-difference gradient check.
 
-    python -m conformance.summary
+    python -m conformance.summary                 # the table, as markdown
+    python -m conformance.summary --spec          # ... and written into shared/SPEC.md ("Tolerances")
+    python -m conformance.summary --tiers numpy c # some tiers only (--spec needs them all)
+
+SPEC.md's table of measured errors is this command's output (between the markers SPEC_BEGIN and
+SPEC_END), so that it cannot drift from what the tiers do: conformance/test_summary.py measures again
+and fails when a figure there is off by more than a factor of 2.
 """
 
+import argparse
+import sys
 import tempfile
+from pathlib import Path
+
+import numpy as np
 
 import impl_numpy
-from conformance.cases import CASES, QUANTITIES, measure, write_checkpoint
-from conformance.compare import worst
+from conformance.cases import ADAMW_CASES, CASES, QUANTITIES, measure, measure_optimizer, write_checkpoint
 from conformance.gradcheck import finite_difference_check
 from conformance.tiers import TIERS
 from shared.config import get_config
+from shared.tolerances import FLOAT32, REGIMES, bounds_for
+
+SPEC = Path(__file__).resolve().parent.parent / "shared" / "SPEC.md"
+SPEC_BEGIN = "<!-- the table below is written by `python -m conformance.summary --spec` -->"
+SPEC_END = "<!-- end of the table written by conformance.summary -->"
+
+# each tolerance key: what it measures, as the table says it
+MEASURES = {
+    "logits": "rel_l2",
+    "loss": "relative",
+    "activations": "rel_l2, each",
+    "grads": "rel_l2, each",
+    "decode": "rel_l2 vs the truth's forward",
+    "train_loss": "relative, each step",
+    "train_params_lr": "max abs / lr after the steps",
+    "train_flat_lr": "the same, flat elements",
+    "adamw_params_lr": "max abs / lr, apply_grads",
+    "adamw_moments": "rel_l2 of m, v",
+}
 
 
-def main():
+def key_of(quantity: str, row: str) -> str:
+    """The tolerance key a measurement row is held to."""
+    if row == "loss":
+        return "loss"
+    if quantity == "train":
+        if row.startswith("loss["):
+            return "train_loss"
+        return "train_flat_lr" if row.endswith("flat)") else "train_params_lr"
+    if quantity == "adamw":
+        return "adamw_moments" if row.startswith(("m.", "v.")) else "adamw_params_lr"
+    return quantity
+
+
+def measurements(tiers) -> dict:
+    """(key, regime) -> tier -> (worst error, where), over every case and optimizer case."""
+    out = {}
     with tempfile.TemporaryDirectory() as folder:
         paths = {case: write_checkpoint(case, folder) for case in CASES}
-        print(f"{'tier':<15} {'quantity':<12} {'worst error':>11} {'bound':>9}  tensor (case)")
-        for tier in TIERS:
-            for quantity in QUANTITIES:
-                where, err, bound = worst(
-                    (f"{name} ({case})", err, bound)
-                    for case in CASES
-                    for name, err, bound in measure(quantity, tier, case, paths[case])
-                )
-                print(f"{tier:<15} {quantity:<12} {err:11.2e} {bound:9.1e}  {where}")
+        for tier in tiers:
+            runs = [
+                (quantity, case, CASES[case].regime, measure(quantity, tier, case, paths[case]))
+                for case in CASES
+                for quantity in QUANTITIES
+            ]
+            runs += [
+                ("adamw", variant, "default", measure_optimizer(tier, variant, paths[a.case]))
+                for variant, a in ADAMW_CASES.items()
+            ]
+            for quantity, case, regime, rows in runs:
+                for name, err, _ in rows:
+                    cell = out.setdefault((key_of(quantity, name), regime), {})
+                    if tier not in cell or err > cell[tier][0]:
+                        cell[tier] = (err, f"{name} ({case})")
+    return out
+
+
+def _float(x: float) -> str:
+    return f"{x:.1e}" if x > 0 else "0"
+
+
+def headroom(bound: float, worst: float) -> str:
+    if worst == 0:
+        return "exact"
+    r = bound / worst
+    return f"{r:.1f}x" if r < 1000 else f"{r:.0e}x"
+
+
+def table(found: dict, tiers) -> str:
+    """Markdown: a row per tolerance key and regime, each tier's worst error and the headroom."""
+    float32 = [t for t in tiers if np.dtype(TIERS[t][1]) != np.float64]
+    float64 = [t for t in tiers if np.dtype(TIERS[t][1]) == np.float64]
+    head = ["key", "regime", "measure", "float32 bound", *float32, "headroom"]
+    if float64:
+        head += ["float64 bound", *float64, "headroom"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for regime in REGIMES:
+        for key in FLOAT32:
+            if (key, regime) not in found:
+                continue
+            cells = found[(key, regime)]
+            row = [f"`{key}`", regime, MEASURES[key]]
+            for group in (float32, float64):
+                if not group:
+                    continue
+                bound = bounds_for(TIERS[group[0]][1], regime)[key]
+                worst = max(cells[t][0] for t in group)
+                row += [_float(bound), *(_float(cells[t][0]) for t in group)]
+                row.append(headroom(bound, worst))
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def where(found: dict) -> str:
+    lines = []
+    for (key, regime), cells in found.items():
+        for tier, (err, at) in cells.items():
+            lines.append(f"{key:<18} {regime:<8} {tier:<14} {err:9.2e}  {at}")
+    return "\n".join(lines)
+
+
+def parse_spec(text: str) -> dict:
+    """SPEC.md's generated table back as (key, regime) -> {column: value}; the columns are the table's."""
+    block = text[text.index(SPEC_BEGIN) + len(SPEC_BEGIN) : text.index(SPEC_END)]
+    rows = [line.strip().strip("|").split("|") for line in block.strip().splitlines()]
+    head = [h.strip() for h in rows[0]]
+    out = {}
+    for cells in rows[2:]:
+        cells = [c.strip() for c in cells]
+        row = dict(zip(head, cells))
+        out[(row["key"].strip("`"), row["regime"])] = row
+    return out
+
+
+def write_spec(text: str) -> None:
+    spec = SPEC.read_text()
+    start, end = spec.index(SPEC_BEGIN) + len(SPEC_BEGIN), spec.index(SPEC_END)
+    SPEC.write_text(spec[:start] + "\n" + text + "\n" + spec[end:])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m conformance.summary", description=__doc__.split("\n")[0])
+    parser.add_argument("--tiers", nargs="+", choices=list(TIERS), help="default: every tier")
+    parser.add_argument("--spec", action="store_true", help="write the table into shared/SPEC.md")
+    args = parser.parse_args(argv)
+    if args.spec and args.tiers and set(args.tiers) != set(TIERS):
+        parser.error("--spec writes every tier's column: leave --tiers out")
+    tiers = args.tiers or list(TIERS)
+    found = measurements(tiers)
+    text = table(found, tiers)
+    print(text)
+    print("\nwhere each worst error is:\n" + where(found))
     errors = finite_difference_check(impl_numpy, get_config("tiny"))
     name = max(errors, key=errors.get)
     print(
-        f"\nfloat64 gradient check (tiny config, central differences): worst relative error {errors[name]:.1e} ({name})"
+        f"\nfloat64 gradient check (tiny config, central differences): worst relative error "
+        f"{errors[name]:.1e} ({name})"
     )
+    if args.spec:
+        write_spec(text)
+        print(f"\nwrote the table into {SPEC}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
