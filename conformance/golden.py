@@ -100,16 +100,22 @@ def case_table() -> dict:
     return {"weights": weights, "cases": cases, "adamw": adamw}
 
 
+def _read(path, fmt: str) -> tuple[dict, dict]:
+    """A golden file's tensors, read-only (shared by every test: a tier must not write into its
+    inputs), and its metadata, which must name the format."""
+    tensors = load_file(path)
+    for t in tensors.values():
+        t.flags.writeable = False
+    with safe_open(path, framework="np") as f:
+        metadata = f.metadata()
+    if metadata.get("format") != fmt:
+        raise ValueError(f"{path}: not a golden file of format {fmt}")
+    return tensors, metadata
+
+
 @functools.cache
 def _cases_file():
-    tensors = load_file(CASES_FILE)
-    for t in tensors.values():
-        t.flags.writeable = False  # shared by every test: a tier must not write into its inputs
-    with safe_open(CASES_FILE, framework="np") as f:
-        metadata = f.metadata()
-    if metadata.get("format") != CASES_FORMAT:
-        raise ValueError(f"{CASES_FILE}: not a golden file of format {CASES_FORMAT}")
-    return tensors, metadata
+    return _read(CASES_FILE, CASES_FORMAT)
 
 
 def cases_metadata() -> dict[str, str]:
@@ -154,13 +160,7 @@ def adamw_truth(variant: str) -> dict:
 
 @functools.cache
 def read_golden(path=GOLDEN_FILE) -> Golden:
-    tensors = load_file(path)
-    for t in tensors.values():
-        t.flags.writeable = False  # shared by every test: a tier must not write into its inputs
-    with safe_open(path, framework="np") as f:
-        metadata = f.metadata()
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a golden file of format {FORMAT}")
+    tensors, metadata = _read(path, FORMAT)
     config = GPTConfig.from_dict(json.loads(metadata["config"]))
     runs = {
         dtype: {

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import impl_numpy
-from conformance import diff
+from conformance import diff, mutate
 from conformance.cases import CASES, measure, measure_optimizer, write_checkpoint
 from conformance.golden import truth
 from conformance.tiers import TIERS
@@ -44,6 +44,13 @@ class Bug:
     located: tuple[str, str]  # (section, tensor): the divergence finder's first row beyond its bound
 
 
+def planted(name: str, quantity: str, located: tuple[str, str]) -> Bug:
+    """One of conformance.mutate's numpy bugs, with where the finder must locate it."""
+    bug = mutate.BUGS[name]
+    assert bug.tier == "numpy"
+    return Bug(Path(bug.file).name, bug.old, bug.new, quantity, located)
+
+
 BUGS = {
     "erf-GELU in place of tanh-GELU": Bug(
         "model.py",
@@ -52,26 +59,10 @@ BUGS = {
         "activations",
         ("activation", "h.0.mlp.gelu"),
     ),
-    "LayerNorm eps 1e-6": Bug(
-        "model.py",
-        "def layernorm(x, w, b, eps=1e-5):",
-        "def layernorm(x, w, b, eps=1e-6):",
-        "activations",
-        ("activation", "h.0.ln_1"),
-    ),
-    "missing 1/sqrt(head size)": Bug(
-        "model.py",
-        "scale = 1.0 / math.sqrt(HS) if config.scale_attn_weights else 1.0",
-        "scale = 1.0",
-        "activations",
-        ("activation", "h.0.attn.att"),
-    ),
-    "causal mask off by one (each query sees the next key)": Bug(
-        "model.py",
-        "<= (pos0 + np.arange(T))[:, None]",
-        "<= (pos0 + 1 + np.arange(T))[:, None]",
-        "activations",
-        ("activation", "h.0.attn.att"),
+    "LayerNorm eps 1e-6": planted("numpy-layernorm-eps", "activations", ("activation", "h.0.ln_1")),
+    "missing 1/sqrt(head size)": planted("numpy-no-scale", "activations", ("activation", "h.0.attn.att")),
+    "causal mask off by one (each query sees the next key)": planted(
+        "numpy-mask-off-by-one", "activations", ("activation", "h.0.attn.att")
     ),
     "weight decay applied to biases": Bug(
         "optim.py",
@@ -80,25 +71,9 @@ BUGS = {
         "adamw",
         ("param", "h.0.ln_1.bias"),
     ),
-    "Adam bias correction missing": Bug(
-        "optim.py",
-        "bc1 = 1.0 - cfg.beta1**t\n    bc2 = 1.0 - cfg.beta2**t",
-        "bc1 = bc2 = 1.0",
-        "adamw",
-        ("param", "wte.weight"),
-    ),
-    "gradient clipping after the update": Bug(
-        "gpt.py",
-        "        if self.adamw.grad_clip is not None:\n"
-        "            clip_grad_norm(grads, self.adamw.grad_clip)\n"
-        "        self.step += 1\n"
-        "        adamw_step(self.params, grads, self.m, self.v, self.step, lr, self.adamw)\n",
-        "        self.step += 1\n"
-        "        adamw_step(self.params, grads, self.m, self.v, self.step, lr, self.adamw)\n"
-        "        if self.adamw.grad_clip is not None:\n"
-        "            clip_grad_norm(grads, self.adamw.grad_clip)\n",
-        "adamw",
-        ("param", "wte.weight"),
+    "Adam bias correction missing": planted("numpy-bias-correction", "adamw", ("param", "wte.weight")),
+    "gradient clipping after the update": planted(
+        "numpy-clip-after-update", "adamw", ("param", "wte.weight")
     ),
 }
 
