@@ -25,22 +25,10 @@ CORPUS_CHARS = 1_115_394
 CORPUS_VOCAB = 65
 
 
-def corpus_folder() -> Path:
-    """Where this machine keeps the corpus: TINYSHAKESPEARE (CI sets it to ../shared/data), else the
-    copy beside the repository."""
-    env = os.environ.get(data.ENV_VAR)
-    return Path(env) if env else Path(__file__).parents[2] / "shared" / "data"
-
-
 @pytest.fixture(scope="module")
-def corpus_bytes() -> bytes:
-    p = corpus_folder()
-    p = p / SHAKESPEARE_FILE if p.is_dir() else p
-    if not p.is_file():
-        if os.environ.get(data.ENV_VAR):  # CI points here: a wrong pointer is a failure, not a skip
-            pytest.fail(f"{data.ENV_VAR}={os.environ[data.ENV_VAR]}: no Tiny Shakespeare at {p}")
-        pytest.skip(f"Tiny Shakespeare not found at {p}; set {data.ENV_VAR}")
-    return p.read_bytes()
+def corpus_bytes(corpus_path) -> bytes:
+    # corpus_path (conftest.py): where this machine has the corpus, by the loader; it skips where it is nowhere
+    return corpus_path.read_bytes()
 
 
 @pytest.fixture
@@ -263,10 +251,14 @@ def corpus_text(corpus_bytes) -> str:
     return corpus_bytes.decode("utf-8")
 
 
-def test_real_corpus_through_shakespeare_path(clean_env, corpus_bytes, monkeypatch):
-    folder = corpus_folder()
-    monkeypatch.setenv(data.ENV_VAR, str(folder))
+def test_real_corpus_through_shakespeare_path(clean_env, corpus_path, monkeypatch):
+    # the copy this machine has, given through the variable: found, verified, and the corpus
+    monkeypatch.setenv(data.ENV_VAR, str(corpus_path))
     p = shakespeare_path()
+    assert p == corpus_path
+    if p.name == SHAKESPEARE_FILE:  # and through the folder holding it
+        monkeypatch.setenv(data.ENV_VAR, str(p.parent))
+        assert shakespeare_path() == p
     text = p.read_text(encoding="utf-8")
     assert len(text) == CORPUS_CHARS
     assert len(set(text)) == CORPUS_VOCAB

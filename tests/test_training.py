@@ -1,8 +1,6 @@
 # Training end to end on Tiny Shakespeare: it learns (beats the unigram baseline), and a run resumed
 # from a checkpoint continues exactly as if it had not stopped.
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,16 +8,14 @@ import pytest
 import impl_numpy
 import transformer
 from shared.config import GPTConfig
-from shared.data import CharDataset, estimate_loss, shakespeare_path
+from shared.data import ENV_VAR, CharDataset, estimate_loss
 from shared.params import init_state_dict
-
-REPO_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
-def dataset():
-    path = shakespeare_path(None if os.environ.get("TINYSHAKESPEARE") else REPO_DATA)
-    return CharDataset.from_file(path)
+def dataset(corpus_path):
+    # corpus_path (conftest.py): where this machine has the corpus, by the loader; it skips where it is nowhere
+    return CharDataset.from_file(corpus_path)
 
 
 def small_model(dataset, seed=0, adamw=None):
@@ -65,9 +61,8 @@ def test_resume_continues_exactly(dataset, tmp_path):
 
 
 @pytest.mark.parametrize("impl", list(transformer.TIERS))
-def test_command_line_train_sample_eval(tmp_path, capsys, monkeypatch, impl):
-    if not os.environ.get("TINYSHAKESPEARE"):
-        monkeypatch.setenv("TINYSHAKESPEARE", str(REPO_DATA))
+def test_command_line_train_sample_eval(tmp_path, capsys, monkeypatch, corpus_path, impl):
+    monkeypatch.setenv(ENV_VAR, str(corpus_path))  # the copy the tests found, for the command line's loader
     # a small config and one batch size throughout: the tinygrad tier compiles every new shape
     args = ["--impl", impl, "--config", "tiny", "--batch-size", "2", "--steps", "3", "--eval-interval", "2"]
     args += ["--eval-iters", "1", "--final-eval-iters", "2"]
@@ -83,9 +78,8 @@ def test_command_line_train_sample_eval(tmp_path, capsys, monkeypatch, impl):
     assert "val loss" in capsys.readouterr().out
 
 
-def test_command_line_trains_several_tiers_and_draws_their_curves(tmp_path, capsys, monkeypatch):
-    if not os.environ.get("TINYSHAKESPEARE"):
-        monkeypatch.setenv("TINYSHAKESPEARE", str(REPO_DATA))
+def test_command_line_trains_several_tiers_and_draws_their_curves(tmp_path, capsys, monkeypatch, corpus_path):
+    monkeypatch.setenv(ENV_VAR, str(corpus_path))  # the copy the tests found, for the command line's loader
     args = ["--impl", "numpy", "c", "--config", "tiny", "--batch-size", "2", "--steps", "4"]
     args += ["--eval-interval", "2", "--eval-iters", "1", "--final-eval-iters", "2", "--sample-tokens", "0"]
     assert transformer.main([*args, "--out", str(tmp_path)]) == 0
@@ -109,9 +103,10 @@ def test_command_line_errors_are_clear(tmp_path, capsys):
     assert e.value.code == 0
 
 
-def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
-    if not os.environ.get("TINYSHAKESPEARE"):
-        monkeypatch.setenv("TINYSHAKESPEARE", str(REPO_DATA))
+def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(
+    tmp_path, monkeypatch, capsys, corpus_path
+):
+    monkeypatch.setenv(ENV_VAR, str(corpus_path))  # the copy the tests found, for the command line's loader
     args = [
         "--impl",
         "numpy",

@@ -1,0 +1,94 @@
+# The whole suite's view of the machine it runs on: whether the tinygrad tier can run here, and where
+# Tiny Shakespeare is.
+#
+# Without clang on PATH tinygrad's CPU backend cannot compile a kernel, and every test of the tinygrad
+# tier would fail with the same error. Instead the session checks once, with the tier's own check
+# (impl_tinygrad.gpt.default_device, which raises NO_CLANG), and skips the tests that need the tier with
+# that one reason, which the short test summary (-ra) shows as one line.
+#
+# GPT_TIERS_REQUIRE_ALL=1 (CI sets it, .ci/run): a tier that cannot run is a failure, not a skip. The
+# session stops before any test runs, with that one line and exit status 1.
+import os
+
+import pytest
+
+from shared.data import ENV_VAR, SHAKESPEARE_FILE, cache_dir, shakespeare_path
+from shared.errors import DataError
+
+REQUIRE_ALL = "GPT_TIERS_REQUIRE_ALL"
+
+# how a test names the tinygrad tier: conformance/tiers.py and transformer.py's TIERS key, or the module
+TINYGRAD = {"tinygrad", "impl_tinygrad"}
+
+# set in pytest_collection_modifyitems on the items that need the tier, where it cannot run: why not
+CANNOT_RUN = pytest.StashKey[str]()
+
+
+def tinygrad_unavailable() -> str | None:
+    """Why the tinygrad tier cannot run on this machine (impl_tinygrad.gpt.NO_CLANG), or None where
+    it can, or where tinygrad fails for another reason: that one the tests themselves report."""
+    from impl_tinygrad.gpt import NO_CLANG, default_device
+
+    try:
+        default_device()
+    except RuntimeError as e:
+        return f"the tinygrad tier cannot run: {NO_CLANG}" if str(e) == NO_CLANG else None
+    return None
+
+
+def needs_tinygrad(item) -> bool:
+    # a test in the tier's own file, or one parametrized with the tier: by its name, by its module's name
+    # (alone or in a (module, dtype) pair), or by the module itself
+    if item.path.name == "test_tinygrad_tier.py":
+        return True
+    params = item.callspec.params.values() if hasattr(item, "callspec") else ()
+    for value in params:
+        for v in value if isinstance(value, tuple | list) else (value,):
+            if (v if isinstance(v, str) else getattr(v, "__name__", None)) in TINYGRAD:
+                return True
+    return False
+
+
+@pytest.hookimpl(trylast=True)  # on what is left after -k, -m and conformance/conftest.py's deselection
+def pytest_collection_modifyitems(config, items):
+    needing = [item for item in items if needs_tinygrad(item)]
+    why = tinygrad_unavailable() if needing else None
+    if why is None:
+        return
+    if os.environ.get(REQUIRE_ALL, "") not in ("", "0"):
+        pytest.exit(f"{why}; {REQUIRE_ALL} is set, so that is a failure", returncode=1)
+    for item in needing:
+        item.stash[CANNOT_RUN] = why
+    config.stash[CANNOT_RUN] = why
+
+
+def pytest_runtest_setup(item):
+    # skipped here rather than with a skip mark: a mark's skip is reported at each test's own line, this
+    # one at this line, so that the short test summary folds them all into one line
+    if CANNOT_RUN in item.stash:
+        pytest.skip(item.stash[CANNOT_RUN])
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    # the one line, where the short test summary does not list skips
+    chars = config.option.reportchars
+    if CANNOT_RUN in config.stash and not {"s", "a", "A"} & set(chars):
+        terminalreporter.write_line(config.stash[CANNOT_RUN])
+
+
+@pytest.fixture(scope="session")
+def corpus_path():
+    """Tiny Shakespeare where this machine has it, found by the loader (shared/data.py's
+    shakespeare_path) under the user's own environment, before any test's monkeypatch: TINYSHAKESPEARE,
+    else the cache, else a download into the cache. Only a corpus that is nowhere skips; a
+    TINYSHAKESPEARE that points at nothing or at another file, or a bad copy in the cache, fails."""
+    present = os.environ.get(ENV_VAR) or (cache_dir() / SHAKESPEARE_FILE).is_file()
+    try:
+        return shakespeare_path()
+    except DataError:
+        if present:
+            raise
+        pytest.skip(
+            f"Tiny Shakespeare is not on this machine and could not be downloaded: set {ENV_VAR} "
+            f"to it or to a folder holding {SHAKESPEARE_FILE}"
+        )
