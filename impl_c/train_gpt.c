@@ -1,25 +1,30 @@
 // train_gpt: the C tier as a program of its own. It trains a GPT on a text file (the character
-// tokenizer of shared/tokenizer.py) or on token files, saves and resumes checkpoints (the same
-// safetensors files the Python tiers read), and samples. No Python needed:
+// tokenizer of shared/tokenizer.py) or on token files of any size (SPEC.md "Token files", read a batch
+// at a time), saves and resumes checkpoints (the same safetensors files the Python tiers read), and samples.
+// No Python needed, but to make token files:
 //
 //   make -C impl_c train_gpt
 //   impl_c/train_gpt train --data tinyshakespeare.txt --out out/shakespeare-c.safetensors
+//   impl_c/train_gpt train --train-bin data/train.bin --val-bin data/val.bin --out out/corpus-c.safetensors
 //   impl_c/train_gpt sample --ckpt out/shakespeare-c.safetensors --prompt "ROMEO:"
 //
 // It follows the spec (shared/SPEC.md) for the model, init, AdamW and the schedule; its random numbers
 // come from its own generator (splitmix64), so it does not draw the same batches as the Python tiers.
-#define _POSIX_C_SOURCE 200809L  // clock_gettime
+#define _POSIX_C_SOURCE 200809L  // clock_gettime, fileno
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "gpt.h"
 #include "safetensors.h"
+#include "tokens.h"
 
 #define ERRLEN 512
 #ifndef M_PI
@@ -64,6 +69,9 @@ static double rng_normal(Rng *r) {  // Box-Muller
 typedef struct {
     int n;
     uint32_t *chars;  // sorted code points; the id of a character is its index
+    char *json;       // or NULL: the tokenizer's JSON as given (tokenizer.json beside token files, or a
+                      // checkpoint's), stored in checkpoints as it is; chars is NULL when it is not
+                      // the character tokenizer's
 } Tokenizer;
 
 // bytes in the UTF-8 sequence that starts with lead byte c; 0 if c cannot start one
@@ -112,7 +120,7 @@ static Tokenizer tokenizer_from_text(const uint32_t *text, long n) {
     int k = 0;
     for (long i = 0; i < n; i++)
         if (k == 0 || sorted[i] != sorted[k - 1]) sorted[k++] = sorted[i];
-    Tokenizer t = {k, sorted};
+    Tokenizer t = {k, sorted, NULL};
     return t;
 }
 
@@ -191,45 +199,160 @@ static int tokenizer_from_json(const char *s, Tokenizer *t) {
     return 0;
 }
 
-// ---- data: a text file, or token files of little-endian uint16 (nanoGPT's train.bin / val.bin) ----
+// ---- data: a text file (tokenized here), or token files (SPEC.md "Token files", read by tokens.c) ----
 
 typedef struct {
-    int32_t *tokens;
+    const int32_t *tokens;  // a text's ids, in memory; NULL for a token file:
+    const TokenFile *file;  // its ids, read window by window as batches need them
     long n;
 } Split;
 
+// the whole of a regular file (a text, tokenizer.json); dies with a message when it cannot
 static unsigned char *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc(size > 0 ? (size_t)size : 1);
-    if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size) die("cannot read %s", path);
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) die("%s is not a regular file", path);
+    if ((uint64_t)st.st_size >= SIZE_MAX / 4) die("%s is too large to read into memory", path);
+    size_t size = (size_t)st.st_size;
+    unsigned char *buf = malloc(size + 1);
+    if (!buf) die("%s", "out of memory");
+    if (fread(buf, 1, size, f) != size) die("cannot read %s", path);
     fclose(f);
-    *len = (size_t)size;
+    buf[size] = 0;
+    *len = size;
     return buf;
 }
 
-static Split read_token_file(const char *path, int vocab_size) {
-    size_t len;
-    unsigned char *buf = read_file(path, &len);
-    Split s = {malloc(len / 2 * sizeof(int32_t) + 1), (long)(len / 2)};
-    if (!s.tokens) die("%s", "out of memory");
-    for (long i = 0; i < s.n; i++) {
-        s.tokens[i] = buf[2 * i] | (buf[2 * i + 1] << 8);
-        if (s.tokens[i] >= vocab_size) die("a token in %s is >= --vocab-size", path);
+// ids [ix, ix + T] of a split into window (T + 1 of them); a token file's are checked as they are read
+// (the writer checked them too, but the file may have changed since)
+static void read_window(const Split *s, long ix, int T, int32_t *window) {
+    if (s->tokens) {
+        memcpy(window, s->tokens + ix, sizeof(int32_t) * (size_t)(T + 1));
+        return;
     }
-    free(buf);
-    return s;
+    char err[ERRLEN];
+    uint32_t *ids = (uint32_t *)window;
+    if (tok_read(s->file, (uint64_t)ix, (size_t)T + 1, ids, err, sizeof err) != 0) die("%s", err);
+    for (int t = 0; t <= T; t++) {
+        if (ids[t] >= (uint32_t)s->file->h.vocab_size) {
+            snprintf(err, sizeof err, "%s: token id %u at position %ld is outside [0, %d): the file is corrupt",
+                     s->file->path, (unsigned)ids[t], ix + t, s->file->h.vocab_size);
+            die("%s", err);
+        }
+        window[t] = (int32_t)ids[t];
+    }
 }
 
 static void get_batch(const Split *s, int B, int T, Rng *r, int32_t *x, int32_t *y) {
+    int32_t *window = malloc(sizeof(int32_t) * ((size_t)T + 1));
+    if (!window) die("%s", "out of memory");
     for (int b = 0; b < B; b++) {
         long ix = (long)(rng_uniform(r) * (double)(s->n - T));
-        memcpy(x + b * T, s->tokens + ix, T * sizeof(int32_t));
-        memcpy(y + b * T, s->tokens + ix + 1, T * sizeof(int32_t));
+        read_window(s, ix, T, window);
+        memcpy(x + b * T, window, T * sizeof(int32_t));
+        memcpy(y + b * T, window + 1, T * sizeof(int32_t));
     }
+    free(window);
+}
+
+typedef struct {
+    Split train, val;
+    int32_t *text_tokens;  // a text's ids (train and val point into them)
+    TokenFile train_file, val_file;  // token files (train and val read from them)
+} Data;
+
+// a text, by character: the first 90% train, the rest val (shared/data.py CharDataset). Without a
+// tokenizer (a new run) it is made from the text's characters.
+static void data_from_text(Data *d, const char *path, Tokenizer *tok) {
+    size_t len;
+    unsigned char *text = read_file(path, &len);
+    uint32_t *cps = malloc(sizeof(uint32_t) * (len + 1));
+    long n = cps ? utf8_decode(text, len, cps) : -1;
+    if (n < 2) die("%s is not UTF-8 text of 2 characters or more", path);
+    if (!tok->chars && tok->json) die("%s", "the checkpoint's tokenizer is not the character tokenizer: resume on its token files");
+    if (!tok->chars) *tok = tokenizer_from_text(cps, n);
+    d->text_tokens = malloc(sizeof(int32_t) * n);
+    if (!d->text_tokens) die("%s", "out of memory");
+    for (long i = 0; i < n; i++)
+        if ((d->text_tokens[i] = tokenizer_id(tok, cps[i])) < 0) die("%s has a character the checkpoint's tokenizer lacks", path);
+    long n_train = (long)(0.9 * n);
+    d->train = (Split){d->text_tokens, NULL, n_train};
+    d->val = (Split){d->text_tokens + n_train, NULL, n - n_train};
+    free(text);
+    free(cps);
+}
+
+static int utf8_valid(const unsigned char *s, size_t len) {
+    for (size_t i = 0; i < len;) {
+        int w = utf8_width(s[i]);
+        uint32_t c;
+        if (w == 0 || i + w > len || utf8_decode(s + i, (size_t)w, &c) != 1) return 0;
+        i += (size_t)w;
+    }
+    return 1;
+}
+
+// FOLDER/tokenizer.json beside a token file (SPEC.md "Token files"): its text, trailing whitespace
+// cut, or NULL when there is none
+static char *tokenizer_beside(const char *token_path) {
+    const char *slash = strrchr(token_path, '/');
+    size_t dir = slash ? (size_t)(slash - token_path) + 1 : 0;
+    char *path = malloc(dir + sizeof "tokenizer.json");
+    if (!path) die("%s", "out of memory");
+    memcpy(path, token_path, dir);
+    strcpy(path + dir, "tokenizer.json");
+    struct stat st;
+    char *json = NULL;
+    if (stat(path, &st) == 0) {
+        size_t len;
+        json = (char *)read_file(path, &len);
+        if (strlen(json) != len || !utf8_valid((unsigned char *)json, len)) die("%s is not UTF-8 text", path);
+        while (len > 0 && isspace((unsigned char)json[len - 1])) json[--len] = 0;
+    }
+    free(path);
+    return json;
+}
+
+// token files: their vocab_size is the model's (given by --vocab-size V, if at all, and on resume the
+// checkpoint's); tokenizer.json beside the train file becomes the checkpoint's tokenizer
+static void data_from_token_files(Data *d, const char *train_path, const char *val_path, int vocab_arg, Tokenizer *tok) {
+    char err[ERRLEN];
+    if (tok_open(train_path, &d->train_file, err, sizeof err) != 0) die("%s", err);
+    if (tok_open(val_path, &d->val_file, err, sizeof err) != 0) die("%s", err);
+    const TokenHeader *h = &d->train_file.h, *hv = &d->val_file.h;
+    if (hv->vocab_size != h->vocab_size || strcmp(hv->kind, h->kind) != 0)
+        die("%s", "the train and val token files disagree on vocab_size or tokenizer kind");
+    if (h->count > (uint64_t)LONG_MAX || hv->count > (uint64_t)LONG_MAX) die("%s", "a token file too large for this machine's long");
+    if (vocab_arg > 0 && vocab_arg != h->vocab_size) {
+        snprintf(err, sizeof err, "--vocab-size %d, but the token files say vocab_size %d", vocab_arg, h->vocab_size);
+        die("%s", err);
+    }
+    d->train = (Split){NULL, &d->train_file, (long)h->count};
+    d->val = (Split){NULL, &d->val_file, (long)hv->count};
+    if (tok->chars || tok->json) return;  // resuming: the checkpoint's tokenizer
+    int V = h->vocab_size;
+    tok->json = tokenizer_beside(train_path);
+    // a character tokenizer's JSON string gives this program its characters, to sample from the
+    // checkpoint later; any other tokenizer travels as its JSON alone
+    if (tok->json && tokenizer_from_json(tok->json, tok) == 0) {
+        if (strcmp(h->kind, "char") != 0 || tok->n != V)
+            die("%s", "tokenizer.json beside the token files is a character tokenizer that does not match their header");
+        return;
+    }
+    // V placeholder characters keep checkpoints uniform where there is no tokenizer.json: U+0100 + id,
+    // past the surrogates (U+D800..U+DFFF, which JSON would pair into other characters)
+    if ((uint32_t)V > 0x10FFFF + 1 - 0x100 - 0x800) die("%s", "a vocabulary this large needs a tokenizer.json beside the token files");
+    tok->n = V;
+    tok->chars = malloc(sizeof(uint32_t) * (size_t)V);
+    if (!tok->chars) die("%s", "out of memory");
+    for (int i = 0; i < V; i++) tok->chars[i] = 0x100 + (uint32_t)i + (0x100 + (uint32_t)i >= 0xD800 ? 0x800 : 0);
+}
+
+static void data_free(Data *d) {
+    free(d->text_tokens);
+    if (d->train.file) tok_close(&d->train_file);  // a zeroed TokenFile's fd 0 is not ours to close
+    if (d->val.file) tok_close(&d->val_file);
 }
 
 // ---- init (SPEC.md "Init"): the spec's distributions, drawn from this program's generator ----
@@ -393,7 +516,7 @@ static void generate(GPT *m, const Tokenizer *tok, const int32_t *prompt, int n_
 
 static void save(GPT *m, const char *path, const Tokenizer *tok, const Settings *s) {
     char err[ERRLEN], adamw[256];
-    char *tok_json = tokenizer_to_json(tok), *settings = settings_to_json(s);
+    char *tok_json = tok->json ? tok->json : tokenizer_to_json(tok), *settings = settings_to_json(s);
     if (s->grad_clip > 0)
         snprintf(adamw, sizeof adamw, "{\"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, \"weight_decay\": %.17g, \"grad_clip\": %.17g}",
                  s->beta1, s->beta2, s->eps, s->weight_decay, s->grad_clip);
@@ -405,8 +528,22 @@ static void save(GPT *m, const char *path, const Tokenizer *tok, const Settings 
     if (st_write_checkpoint(path, gpt_config(m), gpt_params(m), gpt_adam_m(m), gpt_adam_v(m), gpt_get_step(m),
                             keys, values, 3, err, sizeof err) != 0)
         die("%s", err);
-    free(tok_json);
+    if (tok_json != tok->json) free(tok_json);
     free(settings);
+}
+
+// a metadata value of any size (a BPE tokenizer's JSON is megabytes), NULL when the key is absent
+static char *metadata(const char *path, const char *key) {
+    char err[ERRLEN];
+    for (size_t cap = 1 << 16;; cap *= 2) {
+        char *buf = malloc(cap);
+        if (!buf) die("%s", "out of memory");
+        int rc = st_get_metadata(path, key, buf, cap, err, sizeof err);
+        if (rc == GPT_OK) return buf;
+        free(buf);
+        if (rc == ST_ERR_NOT_FOUND) return NULL;
+        if (rc != ST_ERR_BUFFER || cap > ST_MAX_HEADER) die("%s", err);
+    }
 }
 
 static GPT *load(const char *path, Tokenizer *tok, Settings *s, int *has_settings) {
@@ -421,14 +558,18 @@ static GPT *load(const char *path, Tokenizer *tok, Settings *s, int *has_setting
                            has_optimizer ? gpt_adam_v(m) : NULL, &step, NULL, 0, err, sizeof err) != 0)
         die("%s", err);
     gpt_set_step(m, step);
-    char *buf = malloc(1 << 20);
-    if (!buf) die("%s", "out of memory");
-    if (st_get_metadata(path, "tokenizer", buf, 1 << 20, err, sizeof err) != 0 || tokenizer_from_json(buf, tok) != 0)
-        die("%s has no readable tokenizer in its metadata (saved by train_gpt or transformer.py?)", path);
-    if (tok->n != c.vocab_size) die("%s: the tokenizer's size does not match the config's vocab_size", path);
-    *has_settings = st_get_metadata(path, "train_settings", buf, 1 << 20, err, sizeof err) == 0;
-    if (*has_settings) settings_from_json(s, buf);
-    if (st_get_metadata(path, "adamw", buf, 1 << 20, err, sizeof err) == 0 &&
+    *tok = (Tokenizer){0, NULL, metadata(path, "tokenizer")};
+    if (!tok->json) die("%s has no tokenizer in its metadata (saved by train_gpt or transformer.py?)", path);
+    if (tokenizer_from_json(tok->json, tok) == 0) {  // the character tokenizer (else kept as JSON only)
+        if (tok->n != c.vocab_size) die("%s: the tokenizer's size does not match the config's vocab_size", path);
+        free(tok->json);
+        tok->json = NULL;
+    }
+    char *buf = metadata(path, "train_settings");
+    *has_settings = buf != NULL;
+    if (buf) settings_from_json(s, buf);
+    free(buf);
+    if ((buf = metadata(path, "adamw")) &&
         st_parse_adamw(buf, &s->beta1, &s->beta2, &s->eps, &s->weight_decay, &s->grad_clip, err, sizeof err) != 0)
         die("%s", err);
     free(buf);
@@ -453,8 +594,11 @@ static void usage(void) {
     printf(
         "usage:\n"
         "  train_gpt train --data TEXT [options]       train with the character tokenizer\n"
-        "  train_gpt train --train-bin F --val-bin F --vocab-size V [options]   train on uint16 token files\n"
-        "  train_gpt train --resume CKPT --data TEXT [--steps N]   continue a run exactly, with its own settings\n"
+        "  train_gpt train --train-bin F --val-bin F [--vocab-size V] [options]   train on token files\n"
+        "      (SPEC.md \"Token files\": a 1024-byte header, then uint16 or uint32 ids; make them with\n"
+        "      `python transformer.py prepare ...`; a tokenizer.json beside F goes into the checkpoint)\n"
+        "  train_gpt train --resume CKPT (--data TEXT | --train-bin F --val-bin F) [--steps N]\n"
+        "      continue a run exactly, with its own settings\n"
         "  train_gpt sample --ckpt CKPT [--prompt S] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
         "train options (defaults: the shakespeare config and transformer.py's run):\n"
         "  --n-layer 4 --n-head 4 --n-embd 128 --block-size 64   the model\n"
@@ -464,128 +608,120 @@ static void usage(void) {
         "  --seed 1337 --threads N --out out/shakespeare-c.safetensors\n");
 }
 
+// a new run: its settings and model from the command line, vocab_size from the data
+static GPT *new_model(int argc, char **argv, Settings *s, int vocab_size) {
+    s->steps = atoi(arg(argc, argv, "--steps", "2000"));
+    s->batch_size = atoi(arg(argc, argv, "--batch-size", "12"));
+    s->lr = atof(arg(argc, argv, "--lr", "3e-3"));
+    s->min_lr = s->lr / 10;
+    s->warmup_steps = atoi(arg(argc, argv, "--warmup", "100"));
+    if (s->warmup_steps > s->steps / 10) s->warmup_steps = s->steps / 10;
+    s->decay_steps = atoi(arg(argc, argv, "--decay-steps", arg(argc, argv, "--steps", "2000")));
+    s->eval_interval = atoi(arg(argc, argv, "--eval-interval", "250"));
+    s->eval_iters = atoi(arg(argc, argv, "--eval-iters", "20"));
+    s->seed = atoi(arg(argc, argv, "--seed", "1337"));
+    GPTConfig c = {
+        .n_layer = atoi(arg(argc, argv, "--n-layer", "4")),
+        .n_head = atoi(arg(argc, argv, "--n-head", "4")),
+        .n_embd = atoi(arg(argc, argv, "--n-embd", "128")),
+        .block_size = atoi(arg(argc, argv, "--block-size", "64")),
+        .vocab_size = vocab_size,
+        .scale_attn_weights = !has_flag(argc, argv, "--no-scale-attn-weights"),
+        .residual = !has_flag(argc, argv, "--no-residual"),
+        .position_embedding = !has_flag(argc, argv, "--no-position-embedding"),
+    };
+    char err[ERRLEN];
+    GPT *m = gpt_create(c, err, sizeof err);
+    if (!m) die("%s", err);
+    init_params(m, (uint64_t)s->seed);
+    return m;
+}
+
+// from the model's step to s->steps: a batch per step, an evaluation and a checkpoint every eval_interval
+static void train_loop(GPT *m, const Data *d, const Settings *s, const Tokenizer *tok, const char *out) {
+    GPTConfig c = gpt_config(m);
+    int B = s->batch_size, T = c.block_size;
+    if (d->train.n <= T || d->val.n <= T) die("%s", "the data is too short for the block size");
+    printf("model: n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d%s%s%s: %zu parameters, %d threads\n",
+           c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size,
+           c.scale_attn_weights ? "" : ", scale_attn_weights off", c.residual ? "" : ", residual off",
+           c.position_embedding ? "" : ", position_embedding off", gpt_num_params(c), gpt_get_num_threads());
+    printf("data: %ld train / %ld val tokens\n", d->train.n, d->val.n);
+    int32_t *x = malloc(sizeof(int32_t) * B * T), *y = malloc(sizeof(int32_t) * B * T);
+    if (!x || !y) die("%s", "out of memory");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int step = gpt_get_step(m); step <= s->steps; step++) {
+        if (step % s->eval_interval == 0 || step == s->steps) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double tl = estimate_loss(m, &d->train, B, s->eval_iters, (uint64_t)s->seed + 1);
+            double vl = estimate_loss(m, &d->val, B, s->eval_iters, (uint64_t)s->seed + 2);
+            printf("step %5d: train loss %.4f, val loss %.4f (%.0f s)\n", step, tl, vl,
+                   (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec));
+            fflush(stdout);
+            if (step > 0) save(m, out, tok, s);  // a training checkpoint at every evaluation
+        }
+        if (step == s->steps) break;
+        Rng r = rng_for((uint64_t)s->seed, 2, (uint64_t)step);  // this step's batch: a function of (seed, step)
+        get_batch(&d->train, B, T, &r, x, y);
+        float loss;
+        if (gpt_forward(m, x, y, B, T, &loss) != GPT_OK) die("%s", gpt_error(m));
+        gpt_zero_grad(m);
+        if (gpt_backward(m) != GPT_OK) die("%s", gpt_error(m));
+        double lr = lr_at(step, s->lr, s->min_lr, s->warmup_steps, s->decay_steps);
+        gpt_adamw_update(m, (float)lr, (float)s->beta1, (float)s->beta2, (float)s->eps, (float)s->weight_decay,
+                         (float)s->grad_clip);
+        if (!isfinite(loss)) die("%s", "the loss is not finite; lower --lr");
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+    printf("trained to step %d in %.1f s; checkpoint: %s\n", s->steps, secs, out);
+    free(x);
+    free(y);
+}
+
 static int cmd_train(int argc, char **argv) {
     Settings s = {2000, 12, 100, 2000, 250, 20, 1337, 3e-3, 3e-4, 0.9, 0.99, 1e-8, 0.1, 1.0};
     const char *out = arg(argc, argv, "--out", "out/shakespeare-c.safetensors");
     const char *resume = arg(argc, argv, "--resume", NULL);
-    const char *data = arg(argc, argv, "--data", NULL);
-    Tokenizer tok = {0, NULL};
-    Split train = {0}, val = {0};
-    int32_t *tokens = NULL;  // the text's tokens, when training on text (train and val point into it)
-    GPT *m;
-    char err[ERRLEN];
+    const char *text = arg(argc, argv, "--data", NULL);
+    Tokenizer tok = {0, NULL, NULL};
+    Data d = {0};
+    GPT *m = NULL;
     if (resume) {
         int has_settings;
         m = load(resume, &tok, &s, &has_settings);
         if (!has_settings) die("%s is not a training checkpoint (no train_settings)", resume);
         out = resume;
     }
-    if (data) {
-        size_t len;
-        unsigned char *text = read_file(data, &len);
-        uint32_t *cps = malloc(sizeof(uint32_t) * (len + 1));
-        long n = cps ? utf8_decode(text, len, cps) : -1;
-        if (n < 2) die("%s is not UTF-8 text of 2 characters or more", data);
-        if (!resume) tok = tokenizer_from_text(cps, n);
-        tokens = malloc(sizeof(int32_t) * n);
-        if (!tokens) die("%s", "out of memory");
-        for (long i = 0; i < n; i++)
-            if ((tokens[i] = tokenizer_id(&tok, cps[i])) < 0) die("%s has a character the checkpoint's tokenizer lacks", data);
-        long n_train = (long)(0.9 * n);
-        train = (Split){tokens, n_train};
-        val = (Split){tokens + n_train, n - n_train};
-        free(text);
-        free(cps);
+    if (text) {
+        data_from_text(&d, text, &tok);
     } else {
         const char *tb = arg(argc, argv, "--train-bin", NULL), *vb = arg(argc, argv, "--val-bin", NULL);
-        int V = atoi(arg(argc, argv, "--vocab-size", "0"));
-        if (!tb || !vb || V <= 0) { usage(); die("%s", "give --data TEXT, or --train-bin, --val-bin and --vocab-size"); }
-        train = read_token_file(tb, V);
-        val = read_token_file(vb, V);
-        if (!resume) {  // token files: a tokenizer of V placeholder characters keeps checkpoints uniform
-            tok.n = V;
-            tok.chars = malloc(sizeof(uint32_t) * V);
-            for (int i = 0; i < V; i++) tok.chars[i] = 0x100 + (uint32_t)i;
+        if (!tb || !vb) { usage(); die("%s", "give --data TEXT, or --train-bin F and --val-bin F"); }
+        data_from_token_files(&d, tb, vb, atoi(arg(argc, argv, "--vocab-size", "0")), &tok);
+        if (m && d.train_file.h.vocab_size != gpt_config(m).vocab_size) {
+            char err[ERRLEN];
+            snprintf(err, sizeof err, "the token files' vocab_size %d is not the checkpoint's %d", d.train_file.h.vocab_size,
+                     gpt_config(m).vocab_size);
+            die("%s", err);
         }
     }
-    if (!resume) {
-        s.steps = atoi(arg(argc, argv, "--steps", "2000"));
-        s.batch_size = atoi(arg(argc, argv, "--batch-size", "12"));
-        s.lr = atof(arg(argc, argv, "--lr", "3e-3"));
-        s.min_lr = s.lr / 10;
-        s.warmup_steps = atoi(arg(argc, argv, "--warmup", "100"));
-        if (s.warmup_steps > s.steps / 10) s.warmup_steps = s.steps / 10;
-        s.decay_steps = atoi(arg(argc, argv, "--decay-steps", arg(argc, argv, "--steps", "2000")));
-        s.eval_interval = atoi(arg(argc, argv, "--eval-interval", "250"));
-        s.eval_iters = atoi(arg(argc, argv, "--eval-iters", "20"));
-        s.seed = atoi(arg(argc, argv, "--seed", "1337"));
-        GPTConfig c = {
-            .n_layer = atoi(arg(argc, argv, "--n-layer", "4")),
-            .n_head = atoi(arg(argc, argv, "--n-head", "4")),
-            .n_embd = atoi(arg(argc, argv, "--n-embd", "128")),
-            .block_size = atoi(arg(argc, argv, "--block-size", "64")),
-            .vocab_size = tok.n,
-            .scale_attn_weights = !has_flag(argc, argv, "--no-scale-attn-weights"),
-            .residual = !has_flag(argc, argv, "--no-residual"),
-            .position_embedding = !has_flag(argc, argv, "--no-position-embedding"),
-        };
-        m = gpt_create(c, err, sizeof err);
-        if (!m) die("%s", err);
-        init_params(m, (uint64_t)s.seed);
-    } else if (arg(argc, argv, "--steps", NULL)) {
-        s.steps = atoi(arg(argc, argv, "--steps", NULL));
-    }
+    if (!m) m = new_model(argc, argv, &s, tok.n);
+    else if (arg(argc, argv, "--steps", NULL)) s.steps = atoi(arg(argc, argv, "--steps", NULL));
     if (s.steps < 1 || s.batch_size < 1 || s.eval_interval < 1 || s.eval_iters < 1 || !(s.lr > 0))
         die("%s", "--steps, --batch-size, --eval-interval, --eval-iters and --lr must be positive");
     int threads = atoi(arg(argc, argv, "--threads", "0"));
     if (threads > 0) gpt_set_num_threads(threads);
-    GPTConfig c = gpt_config(m);
-    int B = s.batch_size, T = c.block_size;
-    if (train.n <= T || val.n <= T) die("%s", "the data is too short for the block size");
-    printf("model: n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d%s%s%s: %zu parameters, %d threads\n",
-           c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size,
-           c.scale_attn_weights ? "" : ", scale_attn_weights off", c.residual ? "" : ", residual off",
-           c.position_embedding ? "" : ", position_embedding off", gpt_num_params(c), gpt_get_num_threads());
-    printf("data: %ld train / %ld val tokens\n", train.n, val.n);
-    int32_t *x = malloc(sizeof(int32_t) * B * T), *y = malloc(sizeof(int32_t) * B * T);
-    if (!x || !y) die("%s", "out of memory");
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int step = gpt_get_step(m); step <= s.steps; step++) {
-        if (step % s.eval_interval == 0 || step == s.steps) {
-            clock_gettime(CLOCK_MONOTONIC, &t1);
-            double tl = estimate_loss(m, &train, B, s.eval_iters, (uint64_t)s.seed + 1);
-            double vl = estimate_loss(m, &val, B, s.eval_iters, (uint64_t)s.seed + 2);
-            printf("step %5d: train loss %.4f, val loss %.4f (%.0f s)\n", step, tl, vl,
-                   (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec));
-            fflush(stdout);
-            if (step > 0) save(m, out, &tok, &s);  // a training checkpoint at every evaluation
-        }
-        if (step == s.steps) break;
-        Rng r = rng_for((uint64_t)s.seed, 2, (uint64_t)step);  // this step's batch: a function of (seed, step)
-        get_batch(&train, B, T, &r, x, y);
-        float loss;
-        if (gpt_forward(m, x, y, B, T, &loss) != GPT_OK) die("%s", gpt_error(m));
-        gpt_zero_grad(m);
-        if (gpt_backward(m) != GPT_OK) die("%s", gpt_error(m));
-        double lr = lr_at(step, s.lr, s.min_lr, s.warmup_steps, s.decay_steps);
-        gpt_adamw_update(m, (float)lr, (float)s.beta1, (float)s.beta2, (float)s.eps, (float)s.weight_decay,
-                         (float)s.grad_clip);
-        if (!isfinite(loss)) die("%s", "the loss is not finite; lower --lr");
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double secs = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
-    printf("trained to step %d in %.1f s; checkpoint: %s\n", s.steps, secs, out);
-    if (data) {
+    train_loop(m, &d, &s, &tok, out);
+    if (text) {
         printf("\n--- sample ---\n");
         int32_t nl = tokenizer_id(&tok, '\n');
-        generate(m, &tok, nl >= 0 ? &nl : train.tokens, 1, 500, 0.8, 0, (uint64_t)s.seed);
+        generate(m, &tok, nl >= 0 ? &nl : d.text_tokens, 1, 500, 0.8, 0, (uint64_t)s.seed);
     }
-    free(x);
-    free(y);
-    if (tokens) free(tokens);
-    else { free(train.tokens); free(val.tokens); }
+    data_free(&d);
     free(tok.chars);
+    free(tok.json);
     gpt_destroy(m);
     return 0;
 }
@@ -597,6 +733,7 @@ static int cmd_sample(int argc, char **argv) {
     Settings s = {0};
     int has_settings;
     GPT *m = load(ckpt, &tok, &s, &has_settings);
+    if (!tok.chars) die("%s: its tokenizer is not the character tokenizer; sample with `python transformer.py sample`", ckpt);
     const char *prompt = arg(argc, argv, "--prompt", "\n");
     size_t len = strlen(prompt);
     uint32_t *cps = malloc(sizeof(uint32_t) * (len + 1));

@@ -5,6 +5,7 @@
 import ctypes
 import dataclasses
 import json
+import re
 import subprocess
 from ctypes import POINTER, c_char_p, c_float, c_int
 from pathlib import Path
@@ -17,9 +18,12 @@ from conformance.compare import random_state_dict
 from impl_c.gpt import CConfig, library
 from shared.checkpoint import OptimizerState, load_checkpoint, save_checkpoint
 from shared.config import ABLATIONS, GPTConfig
+from shared.data import prepare
 from shared.errors import InputError
 from shared.params import param_shapes
 from shared.schedule import AdamWConfig
+from shared.tokenizer import WordTokenizer, tokenizer_from_json
+from shared.tokens import write_tokens
 from shared.tolerances import FLOAT32, rel_l2
 
 CONFIG = GPTConfig(n_layer=2, n_head=3, n_embd=48, block_size=24, vocab_size=37)
@@ -222,6 +226,146 @@ def test_program_checkpoint_loads_in_the_python_tiers_and_samples(program, text_
         check=False,
     )
     assert r.returncode != 0 and "missing.safetensors" in r.stderr
+
+
+# ---- the program on token files (SPEC.md "Token files") ----
+
+
+def step_lines(out: str) -> list[str]:
+    """The losses the program printed, without the timings."""
+    return re.findall(r"step +\d+: train loss [\d.]+, val loss [\d.]+", out)
+
+
+def token_args(folder: Path) -> list[str]:
+    return ["--train-bin", str(folder / "train.bin"), "--val-bin", str(folder / "val.bin")]
+
+
+def test_program_on_token_files_trains_as_on_the_text(program, text_file, tmp_path):
+    # prepare() writes the text's ids, split as the program splits the text itself; read from the
+    # files, the same ids give the same batches, so the same run, bit for bit
+    prepare(text_file, tmp_path / "tok", progress=False)
+    common = [*small_model(1), "--batch-size", "4", "--eval-interval", "2", "--eval-iters", "2"]
+    common += ["--steps", "6", "--threads", "2"]
+    text_run = train(
+        program, "--data", str(text_file), *common, "--out", str(tmp_path / "a.safetensors"), cwd=tmp_path
+    )
+    token_run = train(
+        program,
+        *token_args(tmp_path / "tok"),
+        *common,
+        "--out",
+        str(tmp_path / "b.safetensors"),
+        cwd=tmp_path,
+    )
+    assert len(step_lines(text_run)) == 4 and step_lines(text_run) == step_lines(token_run)
+    a, b = load_checkpoint(tmp_path / "a.safetensors"), load_checkpoint(tmp_path / "b.safetensors")
+    for name, p in a.state.items():
+        np.testing.assert_array_equal(b.state[name], p, err_msg=name)
+    # the tokenizer beside the token files is the checkpoint's, as written, and decodes in Python
+    assert b.metadata["tokenizer"] == (tmp_path / "tok" / "tokenizer.json").read_text()
+    tok = tokenizer_from_json(b.metadata["tokenizer"])
+    assert tok.chars == tokenizer_from_json(a.metadata["tokenizer"]).chars
+    assert impl_c.load(tmp_path / "b.safetensors").step == 6
+    r = subprocess.run(
+        [program, "sample", "--ckpt", str(tmp_path / "b.safetensors"), "--prompt", "First", "--tokens", "5"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0 and r.stdout.startswith("First"), r.stderr
+
+
+def test_program_on_uint32_token_files_without_a_tokenizer(program, tmp_path):
+    V = 70_000  # past uint16
+    ids = np.random.default_rng(0).integers(0, V, 3000)
+    ids[:100] = V - 1
+    write_tokens(tmp_path / "train.bin", ids[:2500], V, "bpe")
+    write_tokens(tmp_path / "val.bin", ids[2500:], V, "bpe")
+    args = [*token_args(tmp_path), *small_model(1), "--batch-size", "2", "--eval-iters", "1", "--steps", "2"]
+    out = train(program, *args, "--out", str(tmp_path / "c.safetensors"), cwd=tmp_path)
+    assert "vocab_size 70000" in out and "data: 2500 train / 500 val tokens" in out
+    ckpt = load_checkpoint(tmp_path / "c.safetensors")
+    assert ckpt.config.vocab_size == V and ckpt.optimizer.step == 2
+    # no tokenizer.json: V placeholder characters, U+0100 + id, past the surrogates U+D800..U+DFFF
+    placeholders = tokenizer_from_json(ckpt.metadata["tokenizer"])
+    assert placeholders.vocab_size == V
+    assert placeholders.decode([0, 0xD7FF - 0x100, 0xD800 - 0x100, V - 1]) == "".join(
+        map(chr, [0x100, 0xD7FF, 0xE000, 0x100 + V - 1 + 0x800])
+    )
+
+
+def test_program_carries_any_tokenizer_and_resumes_on_token_files(program, text_file, tmp_path):
+    word = WordTokenizer.train(text_file.read_text(), 12)
+    prepare(text_file, tmp_path / "tok", word, progress=False)
+    common = [*token_args(tmp_path / "tok"), *small_model(1), "--batch-size", "2", "--eval-iters", "1"]
+    common += ["--eval-interval", "2", "--decay-steps", "4"]
+    train(program, *common, "--steps", "4", "--out", str(tmp_path / "straight.safetensors"), cwd=tmp_path)
+    half = tmp_path / "half.safetensors"
+    train(program, *common, "--steps", "2", "--out", str(half), cwd=tmp_path)
+    train(program, *token_args(tmp_path / "tok"), "--resume", str(half), "--steps", "4", cwd=tmp_path)
+    straight, resumed = load_checkpoint(tmp_path / "straight.safetensors"), load_checkpoint(half)
+    assert resumed.optimizer.step == 4
+    for name, p in straight.state.items():
+        np.testing.assert_array_equal(resumed.state[name], p, err_msg=name)
+    for ckpt in (straight, resumed):  # the word tokenizer's JSON, carried as it is, through the resume too
+        assert ckpt.metadata["tokenizer"] == word.to_json()
+        assert tokenizer_from_json(ckpt.metadata["tokenizer"]).words == word.words
+    r = subprocess.run([program, "sample", "--ckpt", str(half)], capture_output=True, text=True, check=False)
+    assert (
+        r.returncode == 1
+        and "not the character tokenizer" in r.stderr
+        and "transformer.py sample" in r.stderr
+    )
+
+
+def program_error(program, *args, cwd) -> str:
+    r = subprocess.run([program, "train", *args], capture_output=True, text=True, cwd=cwd, check=False)
+    assert r.returncode != 0, r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr  # one clear line
+    return lines[0]
+
+
+def test_program_refuses_bad_token_files(program, text_file, tmp_path):
+    good = tmp_path / "good"
+    ids = np.arange(3000) % 10
+    write_tokens(good / "train.bin", ids, 10, "char")
+    write_tokens(good / "val.bin", ids[:500], 10, "char")
+    model = [*small_model(1), "--batch-size", "2", "--eval-iters", "1", "--steps", "2"]
+    run = lambda *a: program_error(
+        program, *a, *model, "--out", str(tmp_path / "x.safetensors"), cwd=tmp_path
+    )
+    nano = tmp_path / "nano.bin"  # nanoGPT's prepare.py: the ids, no header
+    ids.astype(np.uint16).tofile(nano)
+    msg = run("--train-bin", str(nano), "--val-bin", str(good / "val.bin"))
+    assert "nano.bin: not a token file" in msg and "headerless nanoGPT" in msg and "from-nanogpt" in msg
+    msg = run("--train-bin", str(text_file), "--val-bin", str(good / "val.bin"))
+    assert "not a token file" in msg and "python transformer.py prepare" in msg
+    truncated = tmp_path / "truncated.bin"
+    truncated.write_bytes((good / "train.bin").read_bytes()[:-1])
+    assert "truncated.bin: 7023 bytes, but its header says 3000 tokens of 2 bytes" in run(
+        "--train-bin", str(truncated), "--val-bin", str(good / "val.bin")
+    )
+    msg = run(*token_args(good), "--vocab-size", "11")
+    assert "--vocab-size 11, but the token files say vocab_size 10" in msg
+    write_tokens(tmp_path / "other.bin", ids, 11, "char")
+    assert "disagree on vocab_size" in run(
+        "--train-bin", str(tmp_path / "other.bin"), "--val-bin", str(good / "val.bin")
+    )
+    corrupt = tmp_path / "corrupt.bin"  # a valid header over ids the writer would have refused
+    corrupt.write_bytes((good / "train.bin").read_bytes()[:1024] + np.full(3000, 50, "<u2").tobytes())
+    msg = run("--train-bin", str(corrupt), "--val-bin", str(good / "val.bin"))
+    assert "token id 50 at position" in msg and "outside [0, 10): the file is corrupt" in msg
+    assert "no such file" in run(
+        "--train-bin", str(tmp_path / "nowhere.bin"), "--val-bin", str(good / "val.bin")
+    )
+    # resuming on token files of another vocabulary
+    ckpt = tmp_path / "ckpt.safetensors"
+    train(program, *token_args(good), *model, "--out", str(ckpt), cwd=tmp_path)
+    write_tokens(tmp_path / "v11" / "train.bin", ids, 11, "char")
+    write_tokens(tmp_path / "v11" / "val.bin", ids, 11, "char")
+    msg = program_error(program, *token_args(tmp_path / "v11"), "--resume", str(ckpt), cwd=tmp_path)
+    assert "the token files' vocab_size 11 is not the checkpoint's 10" in msg
 
 
 # ---- the ablations (SPEC.md "Ablations"); the comparison with the float64 reference is the suite's ----
