@@ -1,9 +1,15 @@
-"""Train a GPT on Tiny Shakespeare with any tier, show that it learned, and sample from it.
+"""Train a GPT on Tiny Shakespeare with any tier, show that it learned, and sample from it; or run a
+pretrained GPT-2 (a Hugging Face directory) in any tier.
 
-python transformer.py                      # train the shakespeare config (numpy tier), then sample
-python transformer.py sample --ckpt out/shakespeare-numpy.safetensors --prompt "ROMEO:"
-python transformer.py eval --ckpt out/shakespeare-numpy.safetensors
-python transformer.py attention "ROMEO: But soft" --ckpt out/shakespeare-numpy.safetensors
+python transformer.py                      # train the shakespeare config (C tier), then sample
+python transformer.py --tokenizer bpe --vocab-size 1024   # the same on GPT-2's byte-level BPE
+python transformer.py sample --ckpt out/shakespeare-c.safetensors --prompt "ROMEO:"
+python transformer.py eval --ckpt out/shakespeare-c.safetensors
+python transformer.py attention "ROMEO: But soft" --ckpt out/shakespeare-c.safetensors
+python transformer.py sample --ckpt gpt2/ --prompt "Hello, I'm a language model,"   # GPT-2 itself
+python transformer.py eval --ckpt gpt2/ --text some.txt   # perplexity of a text file
+python transformer.py prepare --tokenizer bpe --vocab-size 4096 --data big.txt --out data/big
+python transformer.py --tokens data/big    # train from token files of any size
 python transformer.py grok                 # grokking on modular addition (C tier)
 python transformer.py question params      # the curriculum's questions (docs/questions.md)
 """
@@ -22,15 +28,31 @@ import numpy as np
 
 from shared.checkpoint import load_checkpoint
 from shared.config import PRESETS, get_config
-from shared.data import CharDataset, batch_rng, estimate_loss, get_batch, shakespeare_path
+from shared.data import (
+    CharDataset,
+    TokenDataset,
+    batch_rng,
+    estimate_loss,
+    get_batch,
+    prepare,
+    shakespeare_path,
+    token_counts,
+)
 from shared.errors import GPTError
 from shared.params import init_state_dict, num_params
 from shared.schedule import AdamWConfig, lr_at
-from shared.tokenizer import CharTokenizer
+from shared.tokenizer import (
+    KINDS,
+    BPETokenizer,
+    CharTokenizer,
+    WordTokenizer,
+    load_tokenizer,
+    tokenizer_from_json,
+)
 
 # --impl name -> the tier's module (each offers load / from_state_dict, shared/tier.py)
 TIERS = {"numpy": "impl_numpy", "c": "impl_c", "tinygrad": "impl_tinygrad"}
-SUBCOMMANDS = ("train", "sample", "eval", "attention", "grok", "question")
+SUBCOMMANDS = ("train", "prepare", "sample", "eval", "attention", "grok", "question")
 
 
 def tier_module(name: str):
@@ -64,11 +86,38 @@ class TrainSettings:
 
 
 def unigram_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:
-    """Cross-entropy of the validation text under the training text's character frequencies
-    (add-one smoothed): what a model learns with no context at all."""
-    counts = np.bincount(train, minlength=vocab_size) + 1.0
+    """Cross-entropy of the validation text under the training text's token frequencies (add-one
+    smoothed): what a model learns with no context at all. Counted a chunk at a time, so that token
+    files on disk (np.memmap) are never read into memory whole."""
+    counts = token_counts(train, vocab_size) + 1.0
     logp = np.log(counts / counts.sum())
-    return float(-logp[val].mean())
+    return float(-(token_counts(val, vocab_size) * logp).sum() / len(val))
+
+
+def make_tokenizer(kind: str, text: str, vocab_size: int | None):
+    """The tokenizer --tokenizer names, learned from text: char takes every character it has; bpe and
+    word learn a vocabulary of vocab_size tokens."""
+    if kind == "char":
+        if vocab_size is not None:
+            raise GPTError("--vocab-size is for --tokenizer bpe or word; char has one token per character")
+        return CharTokenizer.from_text(text)
+    if vocab_size is None:
+        raise GPTError(f"--tokenizer {kind} needs --vocab-size N (for example 1024)")
+    if kind == "bpe":
+        return BPETokenizer.train(text, vocab_size)
+    return WordTokenizer.train(text, vocab_size)
+
+
+def default_prompt(tokenizer) -> str:
+    # GPT-2 samples unconditionally from <|endoftext|>, the token every document ends with; the
+    # models trained here start from a newline
+    special = getattr(tokenizer, "special_tokens", [])
+    return special[0] if special else "\n"
+
+
+def bits_per_char(loss: float, tokens: int, chars: int) -> float:
+    """nats per token -> bits per character: the scale on which char, BPE and word models compare."""
+    return loss * tokens / chars / math.log(2)
 
 
 def train(model, dataset: CharDataset, s: TrainSettings, ckpt_path=None, log=print, progress=True):
@@ -110,12 +159,12 @@ def _evaluate(model, dataset, s, step, history, elapsed, log):
     log(f"step {step:5d}: train loss {train_loss:.4f}, val loss {val_loss:.4f} ({elapsed:.0f} s)")
 
 
-def sample_text(
-    model, tokenizer: CharTokenizer, prompt: str, tokens: int, temperature: float, top_k, seed: int
-):
-    idx = tokenizer.encode(prompt or "\n")[None, -model.config.block_size :]
+def sample_text(model, tokenizer, prompt: str | None, tokens: int, temperature: float, top_k, seed: int):
+    idx = tokenizer.encode(prompt or default_prompt(tokenizer))[None, -model.config.block_size :]
     out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, seed=seed)
-    return tokenizer.decode(out[0])
+    if prompt:
+        return tokenizer.decode(out[0])
+    return tokenizer.decode(out[0, idx.shape[1] :])  # not the <|endoftext|> or newline it started from
 
 
 # ---- command line ----
@@ -164,9 +213,33 @@ def write_curves(runs: dict, path: Path):
     plt.close(fig)
 
 
-def train_one(args, impl: str) -> dict:
+def read_text(path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise GPTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise GPTError(f"{path}: cannot read it ({e.strerror})") from None
+
+
+def load_dataset(args, tokenizer=None):
+    """What a run trains on: token files (--tokens FOLDER, written by `prepare`), else Tiny Shakespeare
+    or --data tokenized in memory by `tokenizer` (a resumed run's), else by a new one of --tokenizer's
+    kind learned from the training part of the text (the validation part stays unseen)."""
+    if args.tokens:
+        dataset = TokenDataset(args.tokens)
+        if tokenizer is not None and dataset.tokenizer.to_json() != tokenizer.to_json():
+            raise GPTError(f"{args.tokens}: its tokenizer is not the one the checkpoint was trained with")
+        return dataset, f"{args.tokens} (token files)"
     text_path = shakespeare_path(args.data)
-    text = text_path.read_text(encoding="utf-8")
+    text = read_text(text_path)
+    if tokenizer is None:
+        train_part = text if args.tokenizer == "char" else text[: int(0.9 * len(text))]
+        tokenizer = make_tokenizer(args.tokenizer, train_part, args.vocab_size)
+    return CharDataset(text, tokenizer), str(text_path)
+
+
+def train_one(args, impl: str) -> dict:
     tier = tier_module(impl)
     dtype = np.dtype(args.dtype)
     if args.resume:
@@ -177,7 +250,7 @@ def train_one(args, impl: str) -> dict:
         s = TrainSettings.from_json(ckpt.metadata["train_settings"], ckpt.optimizer.adamw)
         if args.steps is not None:
             s = dataclasses.replace(s, steps=args.steps)
-        dataset = CharDataset(text, CharTokenizer.from_json(ckpt.metadata["tokenizer"]))
+        dataset, source = load_dataset(args, tokenizer_from_json(ckpt.metadata["tokenizer"]))
         model = tier.load(args.resume, dtype=dtype)
         out = Path(args.resume)
         print(f"resumed {args.resume} at step {model.step} of {s.steps}")
@@ -194,12 +267,15 @@ def train_one(args, impl: str) -> dict:
             eval_iters=args.eval_iters,
             seed=args.seed,
         )
-        dataset = CharDataset(text)
+        dataset, source = load_dataset(args)
         config = get_config(args.config, vocab_size=dataset.tokenizer.vocab_size)
         model = tier.from_state_dict(config, init_state_dict(config, args.seed), dtype=dtype, adamw=s.adamw)
         out = Path(args.out) / f"{args.config}-{impl}.safetensors"
     config = model.config
-    print(f"data: {text_path} ({len(dataset.train):,} train / {len(dataset.val):,} val characters)")
+    kind = dataset.tokenizer.kind
+    print(
+        f"data: {source} ({len(dataset.train):,} train / {len(dataset.val):,} val tokens, {kind} tokenizer)"
+    )
     print(f"model: {impl} tier, {dtype}, {config}, {num_params(config):,} parameters")
     if args.verbose:
         print(f"settings: {s}")
@@ -221,17 +297,31 @@ def train_one(args, impl: str) -> dict:
     print(f"  uniform baseline ln(V) = {uniform:.4f}   unigram baseline = {unigram:.4f}")
     verdict = "learned" if val < unigram else "did NOT beat the unigram baseline"
     print(f"  {verdict}: {unigram - val:+.4f} nats below unigram, {uniform - val:+.4f} below uniform")
+    bpc = bits_per_char(val, len(dataset.val), dataset.chars("val"))
+    print(
+        f"  {bpc:.4f} bits per character ({kind} tokenizer, {len(dataset.val) / dataset.chars('val'):.4f} tokens per character)"
+    )
     if args.sample_tokens:
         print("\n--- sample ---")
-        print(sample_text(model, dataset.tokenizer, "\n", args.sample_tokens, 0.8, None, args.seed))
-    return {"history": history, "val": val, "wall": wall}
+        print(sample_text(model, dataset.tokenizer, None, args.sample_tokens, 0.8, None, args.seed))
+    return {"history": history, "val": val, "bits_per_char": bpc, "wall": wall}
 
 
 def _load_for_use(args):
+    """The model and its tokenizer: from a checkpoint saved here (the tokenizer in its metadata), or
+    from a Hugging Face directory (vocab.json + merges.txt or tokenizer.json beside the weights)."""
     ckpt = load_checkpoint(args.ckpt)
-    if "tokenizer" not in ckpt.metadata:
+    if "tokenizer" in ckpt.metadata:
+        tokenizer = tokenizer_from_json(ckpt.metadata["tokenizer"], f"{args.ckpt}: the tokenizer metadata")
+    elif Path(args.ckpt).is_dir():
+        tokenizer = load_tokenizer(args.ckpt)
+    else:
         raise GPTError(f"{args.ckpt} has no tokenizer in its metadata; was it saved by transformer.py?")
-    tokenizer = CharTokenizer.from_json(ckpt.metadata["tokenizer"])
+    if tokenizer.vocab_size > ckpt.config.vocab_size:
+        raise GPTError(
+            f"{args.ckpt}: the tokenizer has {tokenizer.vocab_size} tokens, the model's vocab_size is only "
+            f"{ckpt.config.vocab_size}"
+        )
     model = tier_module(args.impl).from_state_dict(ckpt.config, ckpt.state, dtype=np.dtype(args.dtype))
     return model, tokenizer
 
@@ -244,13 +334,69 @@ def cmd_sample(args):
 
 def cmd_eval(args):
     model, tokenizer = _load_for_use(args)
-    dataset = CharDataset(shakespeare_path(args.data).read_text(encoding="utf-8"), tokenizer)
+    if args.text:
+        return eval_text(model, tokenizer, args.text, args.batch_size)
+    dataset = CharDataset(read_text(shakespeare_path(args.data)), tokenizer)
     V = model.config.vocab_size
     for split in ("train", "val"):
         loss = estimate_loss(model, dataset.split(split), args.batch_size, args.iters, 1000)
-        print(f"{split} loss {loss:.4f}")
+        bpc = bits_per_char(loss, len(dataset.split(split)), dataset.chars(split))
+        print(f"{split} loss {loss:.4f} ({bpc:.4f} bits per character)")
     print(
         f"uniform baseline {math.log(V):.4f}, unigram baseline {unigram_baseline(dataset.train, dataset.val, V):.4f}"
+    )
+    return 0
+
+
+def eval_text(model, tokenizer, path, batch_size: int) -> int:
+    """Perplexity of a whole text file: its tokens cut into windows of block_size + 1 (the last one
+    shorter), each window's tokens predicted from the ones before them in it, every token but the first
+    of each window counted once."""
+    from tqdm import tqdm
+
+    text = read_text(path)
+    ids = tokenizer.encode(text)
+    T = model.config.block_size
+    if len(ids) < 2:
+        raise GPTError(f"{path}: {len(ids)} tokens, at least 2 are needed to measure a prediction")
+    starts = range(0, len(ids) - 1, T)
+    total, counted = 0.0, 0
+    for k in tqdm(range(0, len(starts), batch_size), unit="batch", desc="eval", leave=False):
+        windows = [ids[i : i + T + 1] for i in starts[k : k + batch_size]]
+        n = max(len(w) for w in windows) - 1
+        x = np.zeros((len(windows), n), dtype=np.int64)
+        y = np.full((len(windows), n), -1, dtype=np.int64)  # -1: padding, ignored by the loss
+        for b, w in enumerate(windows):
+            x[b, : len(w) - 1], y[b, : len(w) - 1] = w[:-1], w[1:]
+        _, loss = model.forward(x, y)
+        total, counted = total + loss * (y >= 0).sum(), counted + int((y >= 0).sum())
+    loss = total / counted
+    print(f"{path}: {len(text):,} characters, {len(ids):,} tokens, {counted:,} predicted")
+    print(
+        f"loss {loss:.4f} nats per token, perplexity {math.exp(loss):.2f}, {bits_per_char(loss, counted, len(text)):.4f} bits per character"
+    )
+    return 0
+
+
+def cmd_prepare(args):
+    """Token files for a corpus of any size: the tokenizer learned from the text's first --train-chars
+    characters (or taken from --tokenizer-from), then the whole text tokenized a chunk at a time."""
+    text_path = shakespeare_path(args.data)
+    if args.tokenizer_from:
+        tokenizer = load_tokenizer(args.tokenizer_from)
+    elif args.tokenizer == "char":
+        tokenizer = None  # prepare() collects the characters in a pass of its own
+        if args.vocab_size is not None:
+            raise GPTError("--vocab-size is for --tokenizer bpe or word; char has one token per character")
+    else:
+        with open(text_path, encoding="utf-8", errors="strict") as f:
+            sample = f.read(args.train_chars)
+        tokenizer = make_tokenizer(args.tokenizer, sample, args.vocab_size)
+    dataset = prepare(text_path, args.out, tokenizer)
+    t = dataset.tokenizer
+    print(f"{args.out}: {len(dataset.train):,} train / {len(dataset.val):,} val tokens")
+    print(
+        f"  {t.kind} tokenizer, vocab_size {t.vocab_size}; train with: python transformer.py --tokens {args.out}"
     )
     return 0
 
@@ -306,8 +452,19 @@ def build_parser():
     t.add_argument("--config", choices=list(PRESETS), default="shakespeare", help="model size preset")
     t.add_argument(
         "--data",
-        help="path to tinyshakespeare.txt or a folder holding it (else $TINYSHAKESPEARE, the cache, a download)",
+        help="path to tinyshakespeare.txt or a folder holding it (else $TINYSHAKESPEARE, the cache, a "
+        "download), or any UTF-8 text file",
     )
+    t.add_argument(
+        "--tokens", metavar="FOLDER", help="train from token files written by `prepare` instead of text"
+    )
+    t.add_argument(
+        "--tokenizer",
+        choices=list(KINDS),
+        default="char",
+        help="char (default), bpe (GPT-2's byte-level BPE) or word, learned from the training text",
+    )
+    t.add_argument("--vocab-size", type=int, default=None, help="tokens a bpe or word tokenizer learns")
     t.add_argument(
         "--steps", type=int, default=None, help="training steps (default 2000; with --resume, the run's own)"
     )
@@ -323,33 +480,64 @@ def build_parser():
     t.add_argument(
         "--resume", help="training checkpoint to continue from, with its own settings (updated in place)"
     )
-    t.add_argument("--sample-tokens", type=int, default=500, help="characters to sample at the end (0: none)")
+    t.add_argument("--sample-tokens", type=int, default=500, help="tokens to sample at the end (0: none)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     common(s)
-    s.add_argument("--ckpt", required=True, help="checkpoint saved by `train`")
-    s.add_argument("--prompt", default="\n", help="text to continue")
-    s.add_argument("--tokens", type=int, default=500, help="characters to generate")
+    s.add_argument(
+        "--ckpt", required=True, help="checkpoint saved by `train`, or a Hugging Face GPT-2 folder"
+    )
+    s.add_argument(
+        "--prompt", default=None, help="text to continue (default: a newline, or GPT-2's <|endoftext|>)"
+    )
+    s.add_argument("--tokens", type=int, default=500, help="tokens to generate")
     s.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
     s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely only")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("eval", help="train and validation loss of a checkpoint, with the baselines")
+    e = sub.add_parser(
+        "eval", help="train and validation loss of a checkpoint with the baselines, or a text's perplexity"
+    )
     common(e)
-    e.add_argument("--ckpt", required=True, help="checkpoint saved by `train`")
+    e.add_argument(
+        "--ckpt", required=True, help="checkpoint saved by `train`, or a Hugging Face GPT-2 folder"
+    )
     e.add_argument(
         "--data", help="path to tinyshakespeare.txt (else $TINYSHAKESPEARE, the cache, a download)"
     )
+    e.add_argument("--text", help="a UTF-8 text file: its loss, perplexity and bits per character")
     e.add_argument("--iters", type=int, default=200, help="batches per split")
     e.add_argument("--batch-size", type=int, default=12)
     e.set_defaults(func=cmd_eval)
 
+    pr = sub.add_parser(
+        "prepare", help="token files (train.bin, val.bin, the tokenizer) for a text of any size"
+    )
+    pr.add_argument("--tokenizer", choices=list(KINDS), default="char", help="char (default), bpe or word")
+    pr.add_argument("--vocab-size", type=int, default=None, help="tokens a bpe or word tokenizer learns")
+    pr.add_argument(
+        "--tokenizer-from", metavar="FOLDER", help="use the tokenizer in this folder (e.g. GPT-2's) instead"
+    )
+    pr.add_argument(
+        "--train-chars",
+        type=int,
+        default=10_000_000,
+        help="learn the tokenizer from the text's first N characters (default 10,000,000)",
+    )
+    pr.add_argument(
+        "--data", help="the text (default Tiny Shakespeare: $TINYSHAKESPEARE, the cache, a download)"
+    )
+    pr.add_argument("--out", required=True, help="folder for train.bin, val.bin and the tokenizer")
+    pr.set_defaults(func=cmd_prepare)
+
     a = sub.add_parser("attention", help="pictures of every head's attention over a sentence (PNG, HTML)")
     common(a, impl="c")  # the fastest tier
     a.add_argument("sentence", help="the text to look at (its last block_size tokens when longer)")
-    a.add_argument("--ckpt", required=True, help="checkpoint saved by `train`")
+    a.add_argument(
+        "--ckpt", required=True, help="checkpoint saved by `train`, or a Hugging Face GPT-2 folder"
+    )
     a.add_argument("--out", default="out/attention", help="folder for the files (default out/attention/)")
     a.add_argument("--layer", type=int, default=None, help="the head shown alone: its layer (default: last)")
     a.add_argument("--head", type=int, default=0, help="the head shown alone (default 0)")
