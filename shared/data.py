@@ -5,6 +5,7 @@ import codecs
 import hashlib
 import mmap
 import os
+import re
 import urllib.request
 from pathlib import Path
 
@@ -158,6 +159,7 @@ TRAIN_FILE, VAL_FILE = "train.bin", "val.bin"
 TOKENIZER_FILE = (
     "tokenizer.json"  # the tokenizer's to_json(), beside the token files (train_gpt reads it too)
 )
+WORD_CHAR = re.compile(r"\w")
 TEXT_CHUNK = 1 << 22  # bytes of text per encode call: CharTokenizer.encode holds a list of as many ids
 
 
@@ -245,7 +247,7 @@ def prepare(
     # the ids are written to train.bin's temporary file as they come, since N is known only at the end;
     # then the last ones move to val.bin and train.bin is cut. Either file appears only when complete.
     with bar, TokenWriter(out / TRAIN_FILE, V, kind) as train, TokenWriter(out / VAL_FILE, V, kind) as val:
-        for piece in _text_pieces(text_path, chunk_bytes, bar):
+        for piece in _text_pieces(text_path, chunk_bytes, bar, word=kind == "word"):
             train.write(tokenizer.encode(piece))
         if train.count < 2:
             raise DataError(f"{text_path}: {train.count} tokens, too few to train on")
@@ -269,7 +271,7 @@ def _characters(path: Path, chunk_bytes: int) -> set:
     return chars
 
 
-def _text_pieces(path: Path, chunk_bytes: int, bar):
+def _text_pieces(path: Path, chunk_bytes: int, bar, word: bool = False):
     """The text in pieces of about chunk_bytes, each cut just before a newline that a non-whitespace
     character follows, where tokenizing piece by piece gives the ids of the whole text:
     - the char tokenizer: any cut between characters is exact;
@@ -279,8 +281,9 @@ def _text_pieces(path: Path, chunk_bytes: int, bar):
       digit or symbol after it). So the whole text has piece boundaries exactly there; each side alone
       gives the same pieces, and BPE merges stay inside pieces. A cut just *after* a newline is not
       exact: "\\n  x" is "\\n ", " x" whole but "\\n" | " ", " x" cut, and "\\n\\n" is one piece at the end;
-    - another tokenizer: exact when none of its pieces joins a newline to the non-space after it (a
-      word tokenizer splitting at whitespace does not).
+    - the word tokenizer (word=True: re.split(r"\b")): there "foo!\nbar" is "foo", "!\n", "bar", so a
+      cut before the newline is not exact; the cut goes just *after* a newline that a word character
+      follows, a \b boundary of the whole text where each side alone splits the same way.
     A newline byte never sits inside a UTF-8 character, so the byte cut is a character cut. A stretch
     with no such newline (one huge line) is held whole, however long, until the next one."""
     buf, offset = b"", 0  # offset: where buf starts in the file
@@ -290,7 +293,7 @@ def _text_pieces(path: Path, chunk_bytes: int, bar):
             # a newline up to 4 bytes before the old end may have just got its next character whole
             start = max(0, len(buf) - 4)
             buf += block
-            cut = _last_cut(buf, start)
+            cut = _last_cut(buf, start, word)
             if cut:
                 yield _decode(buf[:cut], path, offset)
                 buf, offset = buf[cut:], offset + cut
@@ -298,13 +301,16 @@ def _text_pieces(path: Path, chunk_bytes: int, bar):
         yield _decode(buf, path, offset)
 
 
-def _last_cut(buf: bytes, start: int = 0) -> int:
+def _last_cut(buf: bytes, start: int = 0, word: bool = False) -> int:
     """The last i > 0, i >= start, where buf[i] is a newline with a non-whitespace character after it;
-    0 if there is none. str.isspace covers the \\s of the tokenizers' patterns (and U+001C..U+001F)."""
+    0 if there is none. str.isspace covers the \\s of the tokenizers' patterns (and U+001C..U+001F).
+    word: the place just after the last newline with a word character (re's \\w) after it."""
     end = len(buf)
     while (i := buf.rfind(b"\n", start, end)) > 0:
         after = buf[i + 1 : i + 5].decode("utf-8", "ignore")[:1]  # "" if cut short by the end
-        if after and not after.isspace():
+        if word and WORD_CHAR.match(after):
+            return i + 1
+        if not word and after and not after.isspace():
             return i
         end = i
     return 0

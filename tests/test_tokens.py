@@ -369,6 +369,26 @@ def test_pieces_are_cut_where_gpt2_pretokenization_does_not_change(text, chunk_b
     assert [p for piece in pieces for p in pattern.findall(piece)] == pattern.findall(text)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab1_!' \n\t", max_size=60), st.integers(1, 12))
+def test_word_pieces_are_cut_where_the_word_split_does_not_change(text, chunk_bytes):
+    from shared.tokenizer import word_pieces
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    fd, path = tempfile.mkstemp(suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    try:
+        pieces = list(data._text_pieces(path, chunk_bytes, Bar(), word=True))
+    finally:
+        os.remove(path)
+    assert "".join(pieces) == text
+    assert [p for piece in pieces for p in word_pieces(piece)] == word_pieces(text)
+
+
 def test_pieces_end_at_every_cut_point(tmp_path):
     # read a byte at a time, a piece ends at each cut as soon as the character after it is whole
     path = tmp_path / "t.txt"
