@@ -1,6 +1,7 @@
 # Byte-level BPE on Tiny Shakespeare: ours (shared/bpe.py, Python) next to Hugging Face `tokenizers` (Rust)
 # on the same files, Hugging Face's vocabularies of 512 and 8192 tokens trained on the corpus
-# (tests/tokenizer_reference/shakespeare/). Per vocabulary, two groups: encoding the whole corpus as one
+# (tests/tokenizer_reference/shakespeare/), and GPT-2's own 50,257 (tests/tokenizer_reference/gpt2/,
+# encoding only: it was not trained on this corpus). Per vocabulary, two groups: encoding the whole corpus as one
 # string, each round with a fresh tokenizer (so the per-piece caches start empty, as on a first call), and
 # training that vocabulary from the corpus (Hugging Face's trainer runs on every core, ours on one). The
 # Hugging Face rows are skipped where `tokenizers` is not installed (`pip install -e '.[reference]'`).
@@ -15,14 +16,15 @@ import pytest
 from shared.bpe import ENDOFTEXT, BPETokenizer
 
 REF_DIR = Path(__file__).resolve().parent.parent / "tests" / "tokenizer_reference" / "shakespeare"
-CASES = {"bpe512": 512, "bpe8192": 8192}
+CASES = {"bpe512": 512, "bpe8192": 8192, "gpt2": 50257}
+FOLDERS = {512: REF_DIR / "bpe512", 8192: REF_DIR / "bpe8192", 50257: REF_DIR.parent / "gpt2"}
 IMPLS = ["ours", "huggingface"]
 OPS = ["encode", "train"]
 ROUNDS = {"encode": 5, "train": 3}
 
 
 def fresh_encoder(impl: str, V: int):
-    vocab, merges = (str(REF_DIR / f"bpe{V}" / name) for name in ("vocab.json", "merges.txt"))
+    vocab, merges = (str(FOLDERS[V] / name) for name in ("vocab.json", "merges.txt"))
     if impl == "huggingface":
         tokenizers = pytest.importorskip("tokenizers")
         tok = tokenizers.ByteLevelBPETokenizer(vocab, merges)
@@ -66,6 +68,8 @@ def test_tokenizer_benchmark(benchmark, corpus_path, case, impl, op):
         benchmark.extra_info["tokens"] = len(ids)
         if benchmark.stats is not None:  # absent when timing is off (--benchmark-disable)
             benchmark.extra_info["tokens_per_s"] = len(ids) / benchmark.stats.stats.median
+    elif case == "gpt2":
+        pytest.skip("GPT-2's vocabulary is encoded with, not trained here")
     else:
         benchmark.pedantic(trainer(impl, V), args=(text,), rounds=ROUNDS[op])
     benchmark.extra_info["chars"] = len(text)
