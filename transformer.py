@@ -108,11 +108,11 @@ def make_tokenizer(kind: str, text: str, vocab_size: int | None):
     return WordTokenizer.train(text, vocab_size)
 
 
-def default_prompt(tokenizer) -> str:
-    # GPT-2 samples unconditionally from <|endoftext|>, the token every document ends with; the
-    # models trained here start from a newline
+def default_prompt(tokenizer, pretrained: bool) -> str:
+    # GPT-2 samples unconditionally from <|endoftext|>, the token every document of its training ended
+    # with; the models trained here never saw it (a Shakespeare BPE has it too) and start from a newline
     special = getattr(tokenizer, "special_tokens", [])
-    return special[0] if special else "\n"
+    return special[0] if pretrained and special else "\n"
 
 
 def bits_per_char(loss: float, tokens: int, chars: int) -> float:
@@ -159,8 +159,10 @@ def _evaluate(model, dataset, s, step, history, elapsed, log):
     log(f"step {step:5d}: train loss {train_loss:.4f}, val loss {val_loss:.4f} ({elapsed:.0f} s)")
 
 
-def sample_text(model, tokenizer, prompt: str | None, tokens: int, temperature: float, top_k, seed: int):
-    idx = tokenizer.encode(prompt or default_prompt(tokenizer))[None, -model.config.block_size :]
+def sample_text(
+    model, tokenizer, prompt: str | None, tokens: int, temperature: float, top_k, seed: int, pretrained=False
+):
+    idx = tokenizer.encode(prompt or default_prompt(tokenizer, pretrained))[None, -model.config.block_size :]
     out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, seed=seed)
     if prompt:
         return tokenizer.decode(out[0])
@@ -328,7 +330,11 @@ def _load_for_use(args):
 
 def cmd_sample(args):
     model, tokenizer = _load_for_use(args)
-    print(sample_text(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
+    pretrained = Path(args.ckpt).is_dir()  # a Hugging Face folder: GPT-2 or a model like it
+    s = sample_text(
+        model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, pretrained
+    )
+    print(s)
     return 0
 
 

@@ -671,3 +671,36 @@ def test_errors_are_value_errors(tmp_path):
     # callers that catch ValueError keep working (shared/errors.py)
     with pytest.raises(ValueError):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+# GPT-2's four published config.json files (as the Hugging Face downloads hold them, dropout and all):
+# each is a config every tier accepts, with the published parameter count
+GPT2_CONFIGS = {
+    "gpt2": (768, 12, 12, 124_439_808),
+    "gpt2-medium": (1024, 24, 16, 354_823_168),
+    "gpt2-large": (1280, 36, 20, 774_030_080),
+    "gpt2-xl": (1600, 48, 25, 1_557_611_200),
+}
+
+
+@pytest.mark.parametrize("name", GPT2_CONFIGS)
+def test_gpt2_published_configs(name):
+    from shared.checkpoint import HF_REQUIRED
+    from shared.config import GPTConfig
+    from shared.params import num_params
+
+    n_embd, n_layer, n_head, count = GPT2_CONFIGS[name]
+    hf = {"activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1}
+    hf |= {"bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02}
+    hf |= {"layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": n_embd}
+    hf |= {"n_head": n_head, "n_layer": n_layer, "n_positions": 1024, "resid_pdrop": 0.1}
+    hf |= {"summary_type": "cls_index", "summary_use_proj": True, "vocab_size": 50257}
+    config = GPTConfig.from_dict(hf)
+    assert (config.n_embd, config.n_layer, config.n_head, config.block_size) == (
+        n_embd,
+        n_layer,
+        n_head,
+        1024,
+    )
+    assert num_params(config) == count
+    assert all(hf.get(key, value) == value for key, value in HF_REQUIRED.items())

@@ -1,13 +1,17 @@
 # Our byte-level BPE with GPT-2's own vocabulary (50,257 tokens, tests/tokenizer_reference/gpt2/, made by
 # make_gpt2.py from the file openai-whisper ships), against OpenAI's tiktoken and Hugging Face tokenizers,
 # which gave the committed ids: Tiny Shakespeare token for token (338,025 ids, the figure nanoGPT's
-# prepare.py prints) and the hard strings, and decode back to the text.
+# prepare.py prints) and the hard strings, and decode back to the text. And the tokenizer of the
+# GPT-2-shaped folder conformance/test_hf_bpe.py runs (made by conformance/make_golden_bpe.py) against
+# what transformers' tokenizer gave there, from either of the files a download holds.
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conformance.make_golden_bpe import BPE_DIR, REFERENCE_JSON
 from shared.tokenizer import load_tokenizer
 
 GPT2 = Path(__file__).resolve().parent / "tokenizer_reference" / "gpt2"
@@ -41,3 +45,24 @@ def test_hard_strings_token_for_token(gpt2, i):
     ids = gpt2.encode(HARD[i])
     assert ids.tolist() == REFERENCE[f"hard.{i}"].tolist()
     assert gpt2.decode(ids) == HARD[i]
+
+
+GENERATIONS = json.loads(REFERENCE_JSON.read_text(encoding="utf-8"))["generations"]
+
+
+@pytest.fixture(scope="module", params=["vocab.json + merges.txt", "tokenizer.json"])
+def tokenizer(request, tmp_path_factory):
+    # a GPT-2 download holds both; each alone must give the same tokenizer
+    folder = tmp_path_factory.mktemp("tok")
+    names = ["vocab.json", "merges.txt"] if request.param.startswith("vocab") else ["tokenizer.json"]
+    for name in names:
+        shutil.copy(BPE_DIR / name, folder / name)
+    return load_tokenizer(folder)
+
+
+@pytest.mark.parametrize("g", GENERATIONS, ids=lambda g: repr(g["prompt"][:12]))
+def test_tokenizer_matches_transformers(tokenizer, g):
+    ids = tokenizer.encode(g["prompt"])
+    assert ids.tolist() == g["prompt_ids"]
+    assert tokenizer.decode(ids) == g["prompt"]
+    assert tokenizer.decode(g["prompt_ids"] + g["new_ids"]) == g["text"]  # invalid UTF-8 decoded as HF does
