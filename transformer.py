@@ -430,8 +430,44 @@ def cmd_question(args):
     return main(args, tier_module)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line said in one line (no usage block above it): the
+    option, the value given and what is allowed; `--help` shows the rest."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def at_least(low, kind=int):
+    """An argparse type: a number of `kind` (int or float), finite and at least low."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be at least {low}")
+        return value
+
+    return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number above 0 (a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is out of range: it must be a finite number above 0")
+    return value
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = Parser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, prog="transformer.py"
     )
     sub = p.add_subparsers(dest="command")
@@ -470,23 +506,32 @@ def build_parser():
         default="char",
         help="char (default), bpe (GPT-2's byte-level BPE) or word, learned from the training text",
     )
-    t.add_argument("--vocab-size", type=int, default=None, help="tokens a bpe or word tokenizer learns")
     t.add_argument(
-        "--steps", type=int, default=None, help="training steps (default 2000; with --resume, the run's own)"
+        "--vocab-size", type=at_least(2), default=None, help="tokens a bpe or word tokenizer learns"
     )
-    t.add_argument("--batch-size", type=int, default=12, help="sequences per step (default 12)")
     t.add_argument(
-        "--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3); cosine decay to lr/10"
+        "--steps",
+        type=at_least(1),
+        default=None,
+        help="training steps (default 2000; with --resume, the run's own)",
     )
-    t.add_argument("--eval-interval", type=int, default=250, help="steps between evaluations")
-    t.add_argument("--eval-iters", type=int, default=20, help="batches per evaluation")
-    t.add_argument("--final-eval-iters", type=int, default=200, help="batches for the final validation loss")
-    t.add_argument("--seed", type=int, default=1337, help="seed of the init and the batches")
+    t.add_argument("--batch-size", type=at_least(1), default=12, help="sequences per step (default 12)")
+    t.add_argument(
+        "--lr", type=positive, default=3e-3, help="peak learning rate (default 3e-3); cosine decay to lr/10"
+    )
+    t.add_argument("--eval-interval", type=at_least(1), default=250, help="steps between evaluations")
+    t.add_argument("--eval-iters", type=at_least(1), default=20, help="batches per evaluation")
+    t.add_argument(
+        "--final-eval-iters", type=at_least(1), default=200, help="batches for the final validation loss"
+    )
+    t.add_argument("--seed", type=at_least(0), default=1337, help="seed of the init and the batches")
     t.add_argument("--out", default="out", help="folder for the checkpoint (default out/)")
     t.add_argument(
         "--resume", help="training checkpoint to continue from, with its own settings (updated in place)"
     )
-    t.add_argument("--sample-tokens", type=int, default=500, help="tokens to sample at the end (0: none)")
+    t.add_argument(
+        "--sample-tokens", type=at_least(0), default=500, help="tokens to sample at the end (0: none)"
+    )
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
@@ -497,10 +542,10 @@ def build_parser():
     s.add_argument(
         "--prompt", default=None, help="text to continue (default: a newline, or GPT-2's <|endoftext|>)"
     )
-    s.add_argument("--tokens", type=int, default=500, help="tokens to generate")
-    s.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
-    s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely only")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tokens", type=at_least(0), default=500, help="tokens to generate")
+    s.add_argument("--temperature", type=at_least(0.0, float), default=0.8, help="0 is greedy")
+    s.add_argument("--top-k", type=at_least(1), default=None, help="sample among the k most likely only")
+    s.add_argument("--seed", type=at_least(0), default=0)
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser(
@@ -514,21 +559,23 @@ def build_parser():
         "--data", help="path to tinyshakespeare.txt (else $TINYSHAKESPEARE, the cache, a download)"
     )
     e.add_argument("--text", help="a UTF-8 text file: its loss, perplexity and bits per character")
-    e.add_argument("--iters", type=int, default=200, help="batches per split")
-    e.add_argument("--batch-size", type=int, default=12)
+    e.add_argument("--iters", type=at_least(1), default=200, help="batches per split")
+    e.add_argument("--batch-size", type=at_least(1), default=12)
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser(
         "prepare", help="token files (train.bin, val.bin, the tokenizer) for a text of any size"
     )
     pr.add_argument("--tokenizer", choices=list(KINDS), default="char", help="char (default), bpe or word")
-    pr.add_argument("--vocab-size", type=int, default=None, help="tokens a bpe or word tokenizer learns")
+    pr.add_argument(
+        "--vocab-size", type=at_least(2), default=None, help="tokens a bpe or word tokenizer learns"
+    )
     pr.add_argument(
         "--tokenizer-from", metavar="FOLDER", help="use the tokenizer in this folder (e.g. GPT-2's) instead"
     )
     pr.add_argument(
         "--train-chars",
-        type=int,
+        type=at_least(1),
         default=10_000_000,
         help="learn the tokenizer from the text's first N characters (default 10,000,000)",
     )

@@ -143,3 +143,37 @@ def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(
     assert straight.step == resumed.step == 6
     for name, p in straight.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[name], p, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--eval-interval", "0"], "--eval-interval"),
+        (["--eval-iters", "0"], "--eval-iters"),
+        (["--final-eval-iters", "0"], "--final-eval-iters"),
+        (["--steps", "0"], "--steps"),
+        (["--steps", "-5"], "--steps"),
+        (["--seed", "-1"], "--seed"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--sample-tokens", "-1"], "--sample-tokens"),
+        (["--steps", "ten"], "--steps"),
+        (["sample", "--ckpt", "x", "--temperature", "-1"], "--temperature"),
+        (["sample", "--ckpt", "x", "--temperature", "inf"], "--temperature"),
+        (["sample", "--ckpt", "x", "--top-k", "0"], "--top-k"),
+        (["sample", "--ckpt", "x", "--tokens", "-3"], "--tokens"),
+        (["eval", "--ckpt", "x", "--iters", "0"], "--iters"),
+        (["eval", "--ckpt", "x", "--batch-size", "0"], "--batch-size"),
+        (["prepare", "--out", "x", "--train-chars", "0"], "--train-chars"),
+    ],
+)
+def test_numbers_out_of_range_are_one_line_before_any_work(tmp_path, capsys, args, option):
+    # a zero batch or evaluation interval used to end in ZeroDivisionError after the corpus was read, and
+    # --steps 0 "trained" and overwrote out/ with an untrained model
+    with pytest.raises(SystemExit) as e:
+        transformer.main([*args, "--out", str(tmp_path / "out")] if args[0].startswith("--") else args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"argument {option}: {args[-1]}" in err.replace("'", "")
+    assert not (tmp_path / "out").exists()
