@@ -395,8 +395,15 @@ def cmd_prepare(args):
         if args.vocab_size is not None:
             raise GPTError("--vocab-size is for --tokenizer bpe or word; char has one token per character")
     else:
-        with open(text_path, encoding="utf-8", errors="strict") as f:
-            sample = f.read(args.train_chars)
+        try:
+            with open(text_path, encoding="utf-8") as f:
+                sample = f.read(args.train_chars)
+        except UnicodeDecodeError as e:
+            raise GPTError(
+                f"{text_path}: not UTF-8 text ({e.reason} in the first {args.train_chars:,} characters)"
+            ) from None
+        except OSError as e:
+            raise GPTError(f"{text_path}: cannot read it ({e.strerror})") from None
         tokenizer = make_tokenizer(args.tokenizer, sample, args.vocab_size)
     dataset = prepare(text_path, args.out, tokenizer)
     t = dataset.tokenizer
@@ -438,8 +445,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def at_least(low, kind=int):
-    """An argparse type: a number of `kind` (int or float), finite and at least low."""
+def at_least(low, kind=int, strict: bool = False):
+    """An argparse type: a finite number of `kind` (int or float) at least low (above it when strict)."""
 
     def parse(text: str):
         try:
@@ -448,22 +455,15 @@ def at_least(low, kind=int):
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not {'an integer' if kind is int else 'a number'}"
             ) from None
-        if not (math.isfinite(value) and value >= low):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be at least {low}")
+        if not (math.isfinite(value) and (value > low if strict else value >= low)):
+            allowed = f"a finite number above {low}" if strict else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be {allowed}")
         return value
 
     return parse
 
 
-def positive(text: str) -> float:
-    """An argparse type: a finite number above 0 (a learning rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is out of range: it must be a finite number above 0")
-    return value
+positive = at_least(0, float, strict=True)  # a learning rate
 
 
 def build_parser():
