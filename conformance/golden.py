@@ -28,6 +28,10 @@ from shared.tolerances import FLOAT32, bounds_for, rel_l2
 GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN_FILE = GOLDEN_DIR / "tiny.safetensors"
 HF_DIR = GOLDEN_DIR / "hf-tiny"  # written by transformers' save_pretrained
+# a GPT-2-shaped folder with a BPE tokenizer and what transformers generated from it (make_golden_bpe.py)
+BPE_DIR = GOLDEN_DIR / "hf-bpe"
+BPE_REFERENCE_JSON = BPE_DIR / "reference.json"
+BPE_REFERENCE_TENSORS = BPE_DIR / "reference.safetensors"
 FORMAT = "gpt-tiers-golden/1"
 CASES_FILE = GOLDEN_DIR / "cases.safetensors"
 CASES_FORMAT = "gpt-tiers-golden-cases/1"

@@ -34,14 +34,13 @@ from safetensors.numpy import save_file
 from transformers import GPT2TokenizerFast
 
 from conformance.compare import random_state_dict
-from conformance.golden import GOLDEN_DIR, clear_of_ties, top2_margins
+from conformance.golden import BPE_DIR, clear_of_ties, top2_margins
+from conformance.golden import BPE_REFERENCE_JSON as REFERENCE_JSON
+from conformance.golden import BPE_REFERENCE_TENSORS as REFERENCE_TENSORS
 from conformance.make_golden import hf_model
 from shared.config import GPTConfig
 from shared.data import shakespeare_path
 
-BPE_DIR = GOLDEN_DIR / "hf-bpe"
-REFERENCE_JSON = BPE_DIR / "reference.json"
-REFERENCE_TENSORS = BPE_DIR / "reference.safetensors"
 VOCAB = 512
 SEED = 7
 NEW_TOKENS = 24

@@ -10,7 +10,9 @@ import pytest
 from safetensors.numpy import load_file
 
 import transformer
-from conformance.make_golden_bpe import BPE_DIR, REFERENCE_JSON, REFERENCE_TENSORS
+from conformance.golden import BPE_DIR
+from conformance.golden import BPE_REFERENCE_JSON as REFERENCE_JSON
+from conformance.golden import BPE_REFERENCE_TENSORS as REFERENCE_TENSORS
 from conformance.tiers import TIERS, load
 from shared.tokenizer import load_tokenizer
 from shared.tolerances import bounds_for, rel_l2

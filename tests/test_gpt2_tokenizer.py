@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.make_golden_bpe import BPE_DIR, REFERENCE_JSON
+from conformance.golden import BPE_DIR
+from conformance.golden import BPE_REFERENCE_JSON as REFERENCE_JSON
 from shared.tokenizer import load_tokenizer
 
 GPT2 = Path(__file__).resolve().parent / "tokenizer_reference" / "gpt2"

@@ -107,7 +107,7 @@ def test_tokenizer_mistakes_are_one_line(tmp_path, capsys, corpus_env, args, mes
 def test_sample_refuses_a_tokenizer_larger_than_the_model(tmp_path, capsys):
     import shutil
 
-    from conformance.make_golden_bpe import BPE_DIR
+    from conformance.golden import BPE_DIR
 
     folder = tmp_path / "gpt2"
     shutil.copytree(BPE_DIR, folder)
