@@ -20,3 +20,8 @@ class CheckpointError(GPTError):
 
 class DataError(GPTError):
     """A dataset that cannot be found, downloaded or verified."""
+
+
+class DivergenceError(GPTError):
+    """A training step whose loss or gradient norm is not finite: the run diverged. Raised before the
+    step changes any weight, moment or the step counter (SPEC.md "Limits")."""
