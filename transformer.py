@@ -27,6 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from shared.checkpoint import load_checkpoint
+from shared.cli import (
+    CheckpointLock,
+    Interrupt,
+    Parser,
+    at_least,
+    check_output_file,
+    check_writable_folder,
+    positive,
+)
 from shared.config import PRESETS, get_config
 from shared.data import (
     CharDataset,
@@ -38,7 +47,7 @@ from shared.data import (
     shakespeare_path,
     token_counts,
 )
-from shared.errors import GPTError
+from shared.errors import DivergenceError, GPTError
 from shared.params import init_state_dict, num_params
 from shared.schedule import AdamWConfig, lr_at
 from shared.tokenizer import (
@@ -81,8 +90,41 @@ class TrainSettings:
         return json.dumps(d)
 
     @classmethod
-    def from_json(cls, s: str, adamw: AdamWConfig | None) -> "TrainSettings":
-        return cls(**json.loads(s), **({} if adamw is None else {"adamw": adamw}))
+    def from_json(cls, s: str, adamw: AdamWConfig | None, source: str = "train_settings") -> "TrainSettings":
+        """The settings a checkpoint stores, checked as the command line checks them (MINIMA)."""
+        try:
+            d = json.loads(s)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise GPTError(f"{source}: not valid JSON ({e})") from None
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "adamw"]
+        if not isinstance(d, dict) or sorted(d) != sorted(names):
+            raise GPTError(f"{source}: must be a JSON object with exactly the keys {', '.join(names)}")
+        for name in names:
+            value, low = d[name], MINIMA[name]
+            number = int if isinstance(low, int) else (int, float)
+            if isinstance(value, bool) or not isinstance(value, number):
+                raise GPTError(
+                    f"{source}: {name} must be {'an integer' if number is int else 'a number'}, got {value!r}"
+                )
+            if not (math.isfinite(value) and (value > low if name == "lr" else value >= low)):
+                raise GPTError(
+                    f"{source}: {name} {value} is out of range ({'above' if name == 'lr' else 'at least'} {low})"
+                )
+        return cls(**d, **({} if adamw is None else {"adamw": adamw}))
+
+
+# the smallest value each setting takes, on the command line and in a checkpoint (lr: above it)
+MINIMA = {
+    "steps": 1,
+    "batch_size": 1,
+    "lr": 0.0,
+    "min_lr": 0.0,
+    "warmup_steps": 0,
+    "decay_steps": 0,
+    "eval_interval": 1,
+    "eval_iters": 1,
+    "seed": 0,
+}
 
 
 def unigram_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:
@@ -120,10 +162,14 @@ def bits_per_char(loss: float, tokens: int, chars: int) -> float:
     return loss * tokens / chars / math.log(2)
 
 
-def train(model, dataset: CharDataset, s: TrainSettings, ckpt_path=None, log=print, progress=True):
+def train(
+    model, dataset: CharDataset, s: TrainSettings, ckpt_path=None, log=print, progress=True, interrupt=None
+):
     """Trains from model.step up to s.steps. Batches and the learning rate are pure functions of the
     step, so a run resumed from a checkpoint continues exactly as if it had not stopped. With ckpt_path,
-    a training checkpoint is written (atomically) at every evaluation and at the end."""
+    a training checkpoint is written (atomically) at every evaluation and at the end. With `interrupt`
+    (shared.cli.Interrupt), a Ctrl-C stops the run after the step in progress, and the checkpoint of
+    that step is written. A diverging step raises DivergenceError and writes nothing."""
     from tqdm import tqdm
 
     T = model.config.block_size
@@ -140,10 +186,16 @@ def train(model, dataset: CharDataset, s: TrainSettings, ckpt_path=None, log=pri
                 model.save(ckpt_path, metadata)
         lr = lr_at(step, s.lr, s.min_lr, s.warmup_steps, s.decay_steps)
         x, y = get_batch(dataset.train, s.batch_size, T, batch_rng(s.seed, step))
-        loss = model.train_step(x, y, lr)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {step}; lower --lr")
+        loss = model.train_step(x, y, lr)  # every tier raises DivergenceError on a non-finite loss
+        if not math.isfinite(loss):  # and this says so for any model that does not
+            raise DivergenceError(f"step {step}: the loss is {loss}; the run diverged (try a lower --lr)")
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
+        if interrupt is not None and interrupt.requested:
+            bar.close()
+            if ckpt_path is not None:
+                model.save(ckpt_path, metadata)
+            history["interrupted"] = model.step
+            return history
     bar.close()
     _evaluate(model, dataset, s, model.step, history, time.perf_counter() - start, log)
     if ckpt_path is not None:
@@ -173,17 +225,109 @@ def sample_text(
 
 
 def cmd_train(args):
-    """Trains with each tier named by --impl in turn; with several, draws their loss curves together."""
-    if args.resume and len(args.impl) > 1:
-        raise GPTError("--resume continues one run: name one --impl")
-    runs = {impl: train_one(args, impl) for impl in args.impl}
+    """Trains with each tier named by --impl in turn; with several, draws their loss curves together.
+    Everything a run will need is checked first: the numbers as they are parsed, a --resume against the
+    checkpoint's own settings, the output folder writable."""
+    if args.resume:
+        if len(args.impl) > 1:
+            raise GPTError("--resume continues one run: name one --impl")
+        plans = {args.impl[0]: plan_resume(args)}
+    else:
+        apply_defaults(args)
+        check_writable_folder(args.out)
+        plans = {
+            impl: {"out": check_output_file(Path(args.out) / f"{args.config}-{impl}.safetensors")}
+            for impl in args.impl
+        }
+    runs = {}
+    with Interrupt() as interrupt:
+        for impl, plan in plans.items():
+            with CheckpointLock(plan["out"]) as lock:
+                for stale in lock.removed:
+                    print(f"removed {stale}, left by a run that was killed while saving")
+                runs[impl] = train_one(args, impl, plan, interrupt)
+            if interrupt.requested:
+                step = runs[impl]["history"]["interrupted"]
+                print(f"\nstopped at step {step}; checkpoint: {plan['out']}", file=sys.stderr)
+                print(
+                    f"resume with: python transformer.py train --impl {impl} --resume {plan['out']}",
+                    file=sys.stderr,
+                )
+                return interrupt.exit_status
     if len(runs) > 1 or args.curves:
-        path = Path(args.out) / f"{args.config}-curves.png"
+        path = Path(args.out or "out") / f"{args.config or 'shakespeare'}-curves.png"
         write_curves(runs, path)
         print(f"\nloss curves: {path} (data: {path.with_suffix('.json')})")
         for impl, r in runs.items():
             print(f"  {impl:9s} validation loss {r['val']:.4f}, {r['wall']:.0f} s")
     return 0
+
+
+# the options a new run takes these values for; with --resume they come from the checkpoint
+TRAIN_DEFAULTS = {
+    "config": "shakespeare",
+    "tokenizer": "char",
+    "batch_size": 12,
+    "lr": 3e-3,
+    "eval_interval": 250,
+    "eval_iters": 20,
+    "seed": 1337,
+    "out": "out",
+}
+
+
+def apply_defaults(args):
+    for name, value in TRAIN_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def plan_resume(args) -> dict:
+    """A --resume run takes its model, tokenizer and settings from the checkpoint. An option given with
+    it that says otherwise is refused rather than dropped; --steps extends the run; --out writes the
+    continued run into another folder (same file name) and leaves the checkpoint as it is."""
+    ckpt = load_checkpoint(args.resume)
+    if "train_settings" not in ckpt.metadata or "tokenizer" not in ckpt.metadata or ckpt.optimizer is None:
+        raise GPTError(f"{args.resume} is not a training checkpoint saved by transformer.py")
+    s = TrainSettings.from_json(
+        ckpt.metadata["train_settings"],
+        ckpt.optimizer.adamw,
+        f"{args.resume}: train_settings in the metadata",
+    )
+    tokenizer = tokenizer_from_json(ckpt.metadata["tokenizer"], f"{args.resume}: the tokenizer metadata")
+    stored = {
+        "batch_size": s.batch_size,
+        "lr": s.lr,
+        "eval_interval": s.eval_interval,
+        "eval_iters": s.eval_iters,
+        "seed": s.seed,
+        "tokenizer": tokenizer.kind,
+        "vocab_size": tokenizer.vocab_size if tokenizer.kind != "char" else None,
+    }
+    for name, value in stored.items():
+        given = getattr(args, name)
+        if given is not None and given != value:
+            flag = "--" + name.replace("_", "-")
+            raise GPTError(
+                f"{flag} {given} differs from the checkpoint's {value}; --resume continues the run with its own settings (drop {flag})"
+            )
+    if args.config is not None and get_config(args.config, vocab_size=ckpt.config.vocab_size) != ckpt.config:
+        raise GPTError(
+            f"--config {args.config} differs from the checkpoint's model {ckpt.config}; drop --config to resume it"
+        )
+    step = ckpt.optimizer.step
+    if args.steps is not None:
+        if args.steps <= step:
+            raise GPTError(
+                f"--steps {args.steps}: {args.resume} is already at step {step}; give more steps to train further"
+            )
+        s = dataclasses.replace(s, steps=args.steps)
+    elif step >= s.steps:
+        raise GPTError(
+            f"{args.resume} has finished its {s.steps} steps; give --steps N above {step} to train further"
+        )
+    out = check_output_file(Path(args.out) / Path(args.resume).name if args.out else args.resume)
+    return {"out": out, "settings": s, "tokenizer": tokenizer}
 
 
 def write_curves(runs: dict, path: Path):
@@ -241,20 +385,14 @@ def load_dataset(args, tokenizer=None):
     return CharDataset(text, tokenizer), str(text_path)
 
 
-def train_one(args, impl: str) -> dict:
+def train_one(args, impl: str, plan: dict, interrupt=None) -> dict:
     tier = tier_module(impl)
     dtype = np.dtype(args.dtype)
+    out = plan["out"]
     if args.resume:
-        # the run's own settings, tokenizer and AdamW state come from the checkpoint; --steps may extend it
-        ckpt = load_checkpoint(args.resume)
-        if "train_settings" not in ckpt.metadata or ckpt.optimizer is None:
-            raise GPTError(f"{args.resume} is not a training checkpoint saved by transformer.py")
-        s = TrainSettings.from_json(ckpt.metadata["train_settings"], ckpt.optimizer.adamw)
-        if args.steps is not None:
-            s = dataclasses.replace(s, steps=args.steps)
-        dataset, source = load_dataset(args, tokenizer_from_json(ckpt.metadata["tokenizer"]))
+        s = plan["settings"]
+        dataset, source = load_dataset(args, plan["tokenizer"])
         model = tier.load(args.resume, dtype=dtype)
-        out = Path(args.resume)
         print(f"resumed {args.resume} at step {model.step} of {s.steps}")
     else:
         steps = 2000 if args.steps is None else args.steps
@@ -272,7 +410,6 @@ def train_one(args, impl: str) -> dict:
         dataset, source = load_dataset(args)
         config = get_config(args.config, vocab_size=dataset.tokenizer.vocab_size)
         model = tier.from_state_dict(config, init_state_dict(config, args.seed), dtype=dtype, adamw=s.adamw)
-        out = Path(args.out) / f"{args.config}-{impl}.safetensors"
     config = model.config
     kind = dataset.tokenizer.kind
     print(
@@ -284,8 +421,10 @@ def train_one(args, impl: str) -> dict:
     start = time.perf_counter()
     from tqdm import tqdm
 
-    history = train(model, dataset, s, out, log=tqdm.write)
+    history = train(model, dataset, s, out, log=tqdm.write, interrupt=interrupt)
     wall = time.perf_counter() - start
+    if "interrupted" in history:
+        return {"history": history, "wall": wall}
     V = config.vocab_size
     val = estimate_loss(model, dataset.val, s.batch_size, args.final_eval_iters, s.seed + 3)
     uniform, unigram = math.log(V), unigram_baseline(dataset.train, dataset.val, V)
@@ -305,7 +444,7 @@ def train_one(args, impl: str) -> dict:
     )
     if args.sample_tokens:
         print("\n--- sample ---")
-        print(sample_text(model, dataset.tokenizer, None, args.sample_tokens, 0.8, None, args.seed))
+        print(sample_text(model, dataset.tokenizer, None, args.sample_tokens, 0.8, None, s.seed))
     return {"history": history, "val": val, "bits_per_char": bpc, "wall": wall}
 
 
@@ -437,35 +576,6 @@ def cmd_question(args):
     return main(args, tier_module)
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, with a mistake on the command line said in one line (no usage block above it): the
-    option, the value given and what is allowed; `--help` shows the rest."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def at_least(low, kind=int, strict: bool = False):
-    """An argparse type: a finite number of `kind` (int or float) at least low (above it when strict)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'an integer' if kind is int else 'a number'}"
-            ) from None
-        if not (math.isfinite(value) and (value > low if strict else value >= low)):
-            allowed = f"a finite number above {low}" if strict else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be {allowed}")
-        return value
-
-    return parse
-
-
-positive = at_least(0, float, strict=True)  # a learning rate
-
-
 def build_parser():
     p = Parser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, prog="transformer.py"
@@ -491,7 +601,11 @@ def build_parser():
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
     t.add_argument("-v", "--verbose", action="store_true", help="print more detail")
     t.add_argument("--curves", action="store_true", help="draw the loss curves for a single tier too")
-    t.add_argument("--config", choices=list(PRESETS), default="shakespeare", help="model size preset")
+    t.add_argument(
+        "--config",
+        choices=list(PRESETS),
+        help="model size preset (default shakespeare; with --resume, its own)",
+    )
     t.add_argument(
         "--data",
         help="path to tinyshakespeare.txt or a folder holding it (else $TINYSHAKESPEARE, the cache, a "
@@ -503,7 +617,6 @@ def build_parser():
     t.add_argument(
         "--tokenizer",
         choices=list(KINDS),
-        default="char",
         help="char (default), bpe (GPT-2's byte-level BPE) or word, learned from the training text",
     )
     t.add_argument(
@@ -515,19 +628,23 @@ def build_parser():
         default=None,
         help="training steps (default 2000; with --resume, the run's own)",
     )
-    t.add_argument("--batch-size", type=at_least(1), default=12, help="sequences per step (default 12)")
-    t.add_argument(
-        "--lr", type=positive, default=3e-3, help="peak learning rate (default 3e-3); cosine decay to lr/10"
-    )
-    t.add_argument("--eval-interval", type=at_least(1), default=250, help="steps between evaluations")
-    t.add_argument("--eval-iters", type=at_least(1), default=20, help="batches per evaluation")
+    t.add_argument("--batch-size", type=at_least(1), help="sequences per step (default 12)")
+    t.add_argument("--lr", type=positive, help="peak learning rate (default 3e-3); cosine decay to lr/10")
+    t.add_argument("--eval-interval", type=at_least(1), help="steps between evaluations (default 250)")
+    t.add_argument("--eval-iters", type=at_least(1), help="batches per evaluation (default 20)")
     t.add_argument(
         "--final-eval-iters", type=at_least(1), default=200, help="batches for the final validation loss"
     )
-    t.add_argument("--seed", type=at_least(0), default=1337, help="seed of the init and the batches")
-    t.add_argument("--out", default="out", help="folder for the checkpoint (default out/)")
+    t.add_argument("--seed", type=at_least(0), help="seed of the init and the batches (default 1337)")
     t.add_argument(
-        "--resume", help="training checkpoint to continue from, with its own settings (updated in place)"
+        "--out",
+        help="folder for the checkpoint (default out/; with --resume, the continued run goes there and the "
+        "checkpoint resumed from stays as it is)",
+    )
+    t.add_argument(
+        "--resume",
+        help="training checkpoint to continue from, with its own settings (updated in place unless --out); "
+        "an option that differs from them is refused",
     )
     t.add_argument(
         "--sample-tokens", type=at_least(0), default=500, help="tokens to sample at the end (0: none)"
@@ -621,6 +738,19 @@ def main(argv=None):
     except GPTError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the system refused a read or a write: a full disk, a file removed meanwhile
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(
+            f"error: out of memory running {args.command or 'train'} (try a smaller model or batch)",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:  # outside training (which saves first), or a second Ctrl-C while saving
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,17 +6,18 @@ import numpy as np
 def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> np.ndarray:
     """logits: (B, V) for the last position -> (B,) int64 token ids.
 
-    temperature 0 is greedy (argmax, lowest id on a tie). Otherwise the logits are divided by the
-    temperature, all but the top_k largest (ties at the k-th value kept) are dropped, and one token is
+    temperature 0 is greedy (argmax, lowest id on a tie). Otherwise the logits less their maximum are
+    divided by the temperature, all but the top_k largest (ties at the k-th value kept) are dropped, and one token is
     drawn by inverse CDF with one uniform number per row: rng.random(B)."""
     logits = np.asarray(logits, dtype=np.float64)
     if temperature == 0.0:
         return np.argmax(logits, axis=-1).astype(np.int64)
-    z = logits / temperature
+    # the largest logit subtracted before dividing: a tiny temperature then sends the rest to -inf (the
+    # greedy token), where logits / temperature would overflow to inf - inf = NaN
+    z = (logits - logits.max(axis=-1, keepdims=True)) / temperature
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.sort(z, axis=-1)[:, -top_k][:, None]
         z = np.where(z < kth, -np.inf, z)
-    z = z - z.max(axis=-1, keepdims=True)
     p = np.exp(z)
     cdf = np.cumsum(p, axis=-1)
     u = rng.random(z.shape[0]) * cdf[:, -1]
