@@ -6,12 +6,14 @@
 # frequencies of the token embedding: the second figure shows them.
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from shared.cli import at_least, check_writable_folder, fraction, positive
 from shared.config import GPTConfig
 from shared.errors import ConfigError
 from shared.params import init_state_dict, num_params
@@ -232,27 +234,54 @@ def run(
 
 def add_arguments(g) -> None:
     d = GrokSettings()
-    g.add_argument("--p", type=int, default=d.p, help=f"the modulus (default {d.p})")
-    g.add_argument("--train-frac", type=float, default=d.train_frac, help="share of the p*p pairs trained on")
-    g.add_argument("--steps", type=int, default=d.steps, help=f"full-batch AdamW steps (default {d.steps})")
-    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate after warmup (default {d.lr})")
-    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup steps")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
-    g.add_argument("--n-layer", type=int, default=d.n_layer)
-    g.add_argument("--n-head", type=int, default=d.n_head)
-    g.add_argument("--n-embd", type=int, default=d.n_embd)
-    g.add_argument("--eval-interval", type=int, default=d.eval_interval, help="steps between evaluations")
-    g.add_argument("--seed", type=int, default=d.seed, help="seed of the init and the split")
+    count, nonneg = at_least(1), at_least(0)
+    g.add_argument("--p", type=at_least(2), default=d.p, help=f"the modulus (default {d.p})")
     g.add_argument(
-        "--stop-after", type=int, default=None, help="stop this many steps after val acc hits 99%%"
+        "--train-frac", type=fraction, default=d.train_frac, help="share of the p*p pairs trained on"
+    )
+    g.add_argument("--steps", type=count, default=d.steps, help=f"full-batch AdamW steps (default {d.steps})")
+    g.add_argument("--lr", type=positive, default=d.lr, help=f"learning rate after warmup (default {d.lr})")
+    g.add_argument("--warmup-steps", type=nonneg, default=d.warmup_steps, help="linear warmup steps")
+    g.add_argument(
+        "--weight-decay", type=at_least(0.0, float), default=d.weight_decay, help="AdamW weight decay"
+    )
+    g.add_argument("--n-layer", type=count, default=d.n_layer)
+    g.add_argument("--n-head", type=count, default=d.n_head)
+    g.add_argument("--n-embd", type=count, default=d.n_embd)
+    g.add_argument("--eval-interval", type=count, default=d.eval_interval, help="steps between evaluations")
+    g.add_argument("--seed", type=nonneg, default=d.seed, help="seed of the init and the split")
+    g.add_argument(
+        "--stop-after", type=nonneg, default=None, help="stop this many steps after val acc hits 99%%"
     )
     g.add_argument("--out", default="out/grok", help="folder for the figures and metrics (default out/grok/)")
+
+
+def memory_needed(s: GrokSettings) -> int:
+    """Bytes a full-batch step takes, roughly: every pair's logits, their gradient and the softmax
+    (3 x (p*p, 3, V) floats) and about 30 activations of width C per layer and position, in float32."""
+    pairs, V, C = s.p * s.p, s.p + 1, s.n_embd
+    return 4 * pairs * 3 * (3 * V + 30 * C * s.n_layer)
+
+
+def check_memory(s: GrokSettings) -> None:
+    """Refuses a run that cannot fit in this machine's memory, before anything is allocated (a --p of
+    10,000 asks for about 10^13 bytes: full batch means every pair at once)."""
+    need = memory_needed(s)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ConfigError(
+            f"--p {s.p} needs about {need / 2**30:,.1f} GiB for a full-batch step (all {s.p * s.p:,} pairs at "
+            f"once); this machine has {have / 2**30:,.1f} GiB: choose a smaller --p or --n-embd"
+        )
 
 
 def main(args, tier) -> int:
     from tqdm import tqdm
 
     s = GrokSettings(**{f.name: getattr(args, f.name) for f in fields(GrokSettings)})
+    s.config(), s.adamw()  # a config that does not divide (n_embd % n_head) is said before any work
+    check_memory(s)
+    check_writable_folder(args.out)
     result = run(tier, args.impl, s, args.out, tqdm.write, True, args.stop_after, np.dtype(args.dtype))
     m = result["metrics"]
     print(f"training accuracy first >= 99% at step {m['train_99_step']}")

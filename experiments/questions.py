@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.cli import at_least, check_writable_folder, positive
 from shared.config import GPTConfig
 from shared.errors import ConfigError
 from shared.params import init_state_dict, num_params
@@ -197,10 +198,12 @@ def add_arguments(q) -> None:
     )
     q.add_argument("--out", default="out/questions", help="folder for the figures (default out/questions/)")
     q.add_argument(
-        "--steps", type=int, help="training steps of each run (training questions; default: documented)"
+        "--steps",
+        type=at_least(1),
+        help="training steps of each run (training questions; default: documented)",
     )
     q.add_argument(
-        "--lr", type=float, help="peak learning rate (scale-training, residual, positions; default 3e-3)"
+        "--lr", type=positive, help="peak learning rate (scale-training, residual, positions; default 3e-3)"
     )
     q.add_argument(
         "--data",
@@ -209,12 +212,7 @@ def add_arguments(q) -> None:
 
 
 def main(args, tier_module) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.steps is not None and args.steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
-    if args.lr is not None and not args.lr > 0:
-        raise ConfigError(f"--lr must be positive, got {args.lr}")
+    out = check_writable_folder(args.out)  # --steps and --lr were checked as they were parsed
     if args.name == "params":
         result = run_params(
             {name: tier_module(name) for name in args.impl or ["numpy", "c", "tinygrad"]}, out

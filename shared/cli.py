@@ -84,8 +84,8 @@ def check_output_file(path) -> Path:
 
 
 class CheckpointLock:
-    """An exclusive lock on CHECKPOINT.lock for the length of a training run, the same lock train_gpt
-    takes, so that two runs never write one checkpoint. Once it is held, the temporary files a killed
+    """An exclusive lock (flock) on CHECKPOINT.lock for the length of a training run, the same lock
+    train_gpt takes, so that two runs never write one checkpoint; the file is removed at the end. Once it is held, the temporary files a killed
     run left beside the checkpoint (NAME.<16 hex>.tmp) are removed: no live writer can own them."""
 
     def __init__(self, path):
@@ -95,6 +95,16 @@ class CheckpointLock:
         self.removed: list[Path] = []
 
     def __enter__(self):
+        while not self._lock():  # the file was removed by the run that held it: lock the new one
+            pass
+        stale = re.compile(re.escape(self.path.name) + TMP_PATTERN + "$")
+        for p in self.path.parent.iterdir():
+            if stale.match(p.name):
+                p.unlink()
+                self.removed.append(p)
+        return self
+
+    def _lock(self) -> bool:
         try:
             self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as e:
@@ -108,15 +118,17 @@ class CheckpointLock:
                     f"{self.path} is being written by another training run ({self.lock_path} is locked)"
                 ) from None
             raise GPTError(f"{self.lock_path}: cannot lock it ({e.strerror})") from None
-        stale = re.compile(re.escape(self.path.name) + TMP_PATTERN + "$")
-        for p in self.path.parent.iterdir():
-            if stale.match(p.name):
-                p.unlink()
-                self.removed.append(p)
-        return self
+        try:  # still the file at that path? (the holder removes it as it finishes)
+            held = os.stat(self.lock_path).st_ino == os.fstat(self.fd).st_ino
+        except FileNotFoundError:
+            held = False
+        if not held:
+            os.close(self.fd)
+        return held
 
     def __exit__(self, *exc):
-        os.close(self.fd)  # closing releases the lock; the file stays (removing it would race a waiter)
+        os.unlink(self.lock_path)  # removed while still held, so no run ever locks a file that is gone
+        os.close(self.fd)
         return False
 
 

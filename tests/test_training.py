@@ -130,8 +130,8 @@ def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(
         return real_step(self, *a, **k)
 
     monkeypatch.setattr(impl_numpy.GPT, "train_step", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        transformer.main([*args, "--out", str(tmp_path / "crashed")])
+    assert transformer.main([*args, "--out", str(tmp_path / "crashed")]) == 130  # said in one line
+    assert capsys.readouterr().err.endswith("interrupted\n")
     monkeypatch.setattr(impl_numpy.GPT, "train_step", real_step)
     ckpt = tmp_path / "crashed" / "tiny-numpy.safetensors"
     assert impl_numpy.load(ckpt).step == 3
