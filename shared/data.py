@@ -13,7 +13,7 @@ import numpy as np
 
 from shared.errors import DataError, InputError
 from shared.tokenizer import CharTokenizer, load_tokenizer
-from shared.tokens import TokenWriter, read_tokens
+from shared.tokens import TokenWriter, read_tokens, token_dtype
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -92,7 +92,10 @@ class CharDataset:
             raise DataError("the text is too short to train on")
         self.tokenizer = tokenizer or CharTokenizer.from_text(text)
         n = int(train_fraction * len(text))
-        self.train, self.val = self.tokenizer.encode(text[:n]), self.tokenizer.encode(text[n:])
+        self.train, self.val = (
+            _encode(self.tokenizer, text, 0, n),
+            _encode(self.tokenizer, text, n, len(text)),
+        )
         self._chars = {"train": n, "val": len(text) - n}
 
     def chars(self, name: str) -> int:
@@ -108,6 +111,21 @@ class CharDataset:
         if name not in ("train", "val"):
             raise DataError(f"split must be 'train' or 'val', got {name!r}")
         return self.train if name == "train" else self.val
+
+
+def _encode(tokenizer, text: str, start: int, end: int) -> np.ndarray:
+    """text[start:end]'s ids in the smallest dtype that holds them (uint8 up to 256 tokens, else the token
+    files' uint16 or uint32), for a char tokenizer a chunk at a time: a 200 MB text never has an int64 id
+    per character at once (peak memory: README, "Bad input")."""
+    dtype = np.uint8 if tokenizer.vocab_size <= 256 else token_dtype(tokenizer.vocab_size)
+    if getattr(tokenizer, "kind", None) != "char":  # a word or BPE piece may straddle a chunk's edge
+        return tokenizer.encode(text[start:end]).astype(dtype)
+    ids = np.empty(end - start, dtype=dtype)
+    for i in range(start, end, TEXT_CHUNK):
+        ids[i - start : min(i + TEXT_CHUNK, end) - start] = tokenizer.encode(
+            text[i : min(i + TEXT_CHUNK, end)]
+        )
+    return ids
 
 
 def get_batch(data: np.ndarray, batch_size: int, block_size: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +178,7 @@ TOKENIZER_FILE = (
     "tokenizer.json"  # the tokenizer's to_json(), beside the token files (train_gpt reads it too)
 )
 WORD_CHAR = re.compile(r"\w")
-TEXT_CHUNK = 1 << 22  # bytes of text per encode call: CharTokenizer.encode holds a list of as many ids
+TEXT_CHUNK = 1 << 22  # characters (or bytes) of text per encode call: its int64 ids are 8 bytes each
 
 
 class TokenDataset:

@@ -41,10 +41,17 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, s: str) -> np.ndarray:
-        unknown = sorted(set(s) - self.stoi.keys())
-        if unknown:
-            raise InputError(f"characters not in the tokenizer's vocabulary: {''.join(unknown)!r}")
-        return np.array([self.stoi[c] for c in s], dtype=np.int64)
+        # vectorized, as a corpus of many MB needs: each character's code point is looked up among the
+        # vocabulary's, sorted (surrogatepass: a str may hold a lone surrogate, and so may the vocabulary)
+        points = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        vocab = np.frombuffer(self.chars.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        order = np.argsort(vocab)
+        at = np.minimum(np.searchsorted(vocab[order], points), len(vocab) - 1)
+        unknown = vocab[order][at] != points
+        if unknown.any():
+            chars = "".join(sorted(set(points[unknown].tobytes().decode("utf-32-le", "surrogatepass"))))
+            raise InputError(f"characters not in the tokenizer's vocabulary: {chars!r}")
+        return order[at].astype(np.int64)
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in check_ids(ids, self.vocab_size))
