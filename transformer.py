@@ -183,7 +183,7 @@ def train(
         if step % s.eval_interval == 0:
             _evaluate(model, dataset, s, step, history, time.perf_counter() - start, log)
             if ckpt_path is not None and step > 0:
-                model.save(ckpt_path, metadata)
+                save(model, ckpt_path, metadata)
         lr = lr_at(step, s.lr, s.min_lr, s.warmup_steps, s.decay_steps)
         x, y = get_batch(dataset.train, s.batch_size, T, batch_rng(s.seed, step))
         loss = model.train_step(x, y, lr)  # every tier raises DivergenceError on a non-finite loss
@@ -193,14 +193,24 @@ def train(
         if interrupt is not None and interrupt.requested:
             bar.close()
             if ckpt_path is not None:
-                model.save(ckpt_path, metadata)
+                save(model, ckpt_path, metadata)
             history["interrupted"] = model.step
             return history
     bar.close()
     _evaluate(model, dataset, s, model.step, history, time.perf_counter() - start, log)
     if ckpt_path is not None:
-        model.save(ckpt_path, metadata)
+        save(model, ckpt_path, metadata)
     return history
+
+
+def save(model, path, metadata):
+    """The tier's atomic save, a failure said in one line: the checkpoint already there stays whole."""
+    try:
+        model.save(path, metadata)
+    except OSError as e:
+        raise GPTError(
+            f"{path}: cannot write the checkpoint ({e.strerror or e}); the file there is unchanged"
+        ) from None
 
 
 def _evaluate(model, dataset, s, step, history, elapsed, log):
@@ -734,7 +744,10 @@ def main(argv=None):
         argv.insert(0, "train")  # `python transformer.py --steps 100` trains
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        # a diverging run is said once, by the step that diverged (DivergenceError), not by numpy's
+        # overflow warnings before it
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return args.func(args)
     except GPTError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
