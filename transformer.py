@@ -536,6 +536,7 @@ def eval_text(model, tokenizer, path, batch_size: int) -> int:
 def cmd_prepare(args):
     """Token files for a corpus of any size: the tokenizer learned from the text's first --train-chars
     characters (or taken from --tokenizer-from), then the whole text tokenized a chunk at a time."""
+    check_writable_folder(args.out)
     text_path = shakespeare_path(args.data)
     if args.tokenizer_from:
         tokenizer = load_tokenizer(args.tokenizer_from)
@@ -566,6 +567,7 @@ def cmd_prepare(args):
 def cmd_attention(args):
     from viz.attention import write_attention
 
+    check_writable_folder(args.out)
     model, tokenizer = _load_for_use(args)
     title = f"{Path(args.ckpt).name}, {args.impl} tier"
     paths = write_attention(model, tokenizer, args.sentence, args.out, args.layer, args.head, title)

@@ -361,3 +361,21 @@ def test_grok_and_question_options_are_one_line(tmp_path, capsys, argv, message)
         status, err = e.code, capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and message in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prepare", "--tokenizer", "char"],
+        ["attention", "ROMEO:", "--ckpt", "{ckpt}"],
+        ["grok", "--steps", "1"],
+        ["question", "scale"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_every_command_checks_its_output_folder_first(trained, tmp_path, capsys, argv):
+    (tmp_path / "a-file").write_text("precious")
+    argv = [a.replace("{ckpt}", str(trained["c"])) for a in argv]
+    status, stdout, err = run(capsys, [*argv, "--out", tmp_path / "a-file"])
+    assert status == 2 and "a-file: not a folder" in one_line(err) and stdout == ""
+    assert (tmp_path / "a-file").read_text() == "precious"
