@@ -49,16 +49,15 @@
 
 static inline float exp_fast(float x) {
     // keep 2^n a normal float: below -87 this returns exp(-87) = 1.6e-38 instead of something smaller
-    // (negligible beside the values it is added to), above 88 the largest float exp reaches. Written
-    // so that NaN, which fails every comparison, becomes -87: the int conversion below must never see
-    // it (converting NaN to int is undefined behaviour), and the last line hands NaN back out.
-    float xc = x > -87.0f ? x : -87.0f;
-    xc = xc < 88.0f ? xc : 88.0f;
+    // (negligible beside the values it is added to), above 88 the largest float exp reaches. NaN fails
+    // both comparisons and goes through: NaN in, NaN out, so a diverging run stays visible.
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
     // n = round(x / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer (plain arithmetic,
     // where floorf or rintf would be a library call that stops the loop from vectorizing; it relies on
     // IEEE arithmetic as written, so this file must not be built with -ffast-math)
-    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = xc - n * 0.693359375f;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -67,11 +66,15 @@ static inline float exp_fast(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
+    // 2^n from its bits, with no float -> int conversion (undefined behaviour for NaN): n + 127, in
+    // 1 .. 254, is the low bits of the float 2^23 + 127 + n; read as unsigned and shifted into the
+    // exponent. For NaN the bits are garbage, but unsigned arithmetic is defined and p is NaN anyway.
     union {
-        int i;
         float f;
-    } two_n = {.i = ((int)n + 127) << 23};  // n in -126 .. 127: a positive int, shifted
-    return x == x ? p * two_n.f : x;  // NaN in, NaN out: a diverging run stays visible
+        uint32_t u;
+    } biased = {.f = n + 8388735.0f}, two_n;  // 8388735 = 2^23 + 127
+    two_n.u = (biased.u - 0x4B000000u) << 23;  // 0x4B000000: the bits of 2^23
+    return p * two_n.f;
 }
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
