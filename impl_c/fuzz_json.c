@@ -55,7 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         double b1, b2, eps, wd, clip;
         int rc = st_parse_adamw(s, &b1, &b2, &eps, &wd, &clip, err, sizeof err);
         check_result(rc, err);
-        if (rc == GPT_OK && !(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1 && eps > 0 && wd >= 0 && clip != 0)) abort();
+        int in_range = b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1 && eps > 0 && wd >= 0 && clip != 0;
+        if (rc == GPT_OK && !in_range) abort();
         free(s);
     } else if (mode == 1) {
         char *config = malloc(size ? size : 1);  // exactly its size: no terminator to lean on

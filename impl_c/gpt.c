@@ -1122,18 +1122,17 @@ static int adamw_check(GPT *m, float lr, float beta1, float beta2, float eps, fl
     if (m->step >= GPT_MAX_STEP)
         return fail(m, GPT_ERR_INPUT, "step %lld: the model has taken 2^53 AdamW steps, the most allowed",
                     (long long)m->step);
-    // written so that NaN, which fails every comparison, is refused too
-    const char *bad = !(isfinite(lr) && lr >= 0.0f)                       ? "lr must be a finite number >= 0"
-                      : !(beta1 >= 0.0f && beta1 < 1.0f)                  ? "beta1 must be in [0, 1)"
-                      : !(beta2 >= 0.0f && beta2 < 1.0f)                  ? "beta2 must be in [0, 1)"
-                      : !(isfinite(eps) && eps > 0.0f)                    ? "eps must be a finite number > 0"
-                      : !(isfinite(weight_decay) && weight_decay >= 0.0f) ? "weight_decay must be a finite number >= 0"
-                      : !(grad_clip <= 0.0f || isfinite(grad_clip))       ? "grad_clip must be finite (<= 0: no clipping)"
-                                                                          : NULL;
-    if (bad != NULL)
-        return fail(m, GPT_ERR_INPUT, "%s (lr %g, beta1 %g, beta2 %g, eps %g, weight_decay %g, grad_clip %g)", bad,
-                    lr, beta1, beta2, eps, weight_decay, grad_clip);
-    return GPT_OK;
+    // each written so that NaN, which fails every comparison, is refused too
+    const char *bad = NULL;
+    if (!(isfinite(lr) && lr >= 0.0f)) bad = "lr must be a finite number >= 0";
+    else if (!(beta1 >= 0.0f && beta1 < 1.0f)) bad = "beta1 must be in [0, 1)";
+    else if (!(beta2 >= 0.0f && beta2 < 1.0f)) bad = "beta2 must be in [0, 1)";
+    else if (!(isfinite(eps) && eps > 0.0f)) bad = "eps must be finite, > 0";
+    else if (!(isfinite(weight_decay) && weight_decay >= 0.0f)) bad = "weight_decay must be finite, >= 0";
+    else if (!(grad_clip <= 0.0f || isfinite(grad_clip))) bad = "grad_clip must be finite (<= 0: none)";
+    if (bad == NULL) return GPT_OK;
+    return fail(m, GPT_ERR_INPUT, "%s (lr %g, beta1 %g, beta2 %g, eps %g, weight_decay %g, grad_clip %g)",
+                bad, lr, beta1, beta2, eps, weight_decay, grad_clip);
 }
 
 // the global L2 norm over every gradient: fixed chunks (independent of the thread count), each summed
@@ -1158,8 +1157,8 @@ static double grad_norm(const float *grads, size_t n) {
 static const char *nonfinite_name(double x) { return isnan(x) ? "nan" : x > 0 ? "inf" : "-inf"; }
 
 // the step itself, on gradients whose norm is finite
-static void adamw_apply(GPT *m, double norm, float lr, float beta1, float beta2, float eps, float weight_decay,
-                        float grad_clip) {
+static void adamw_apply(GPT *m, double norm, float lr, float beta1, float beta2, float eps,
+                        float weight_decay, float grad_clip) {
     double gscale = 1.0;  // torch's clip_grad_norm_: scale every gradient if coef < 1
     if (grad_clip > 0.0f) {
         double coef = grad_clip / (norm + 1e-6);
@@ -1203,7 +1202,8 @@ int gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, floa
             if (i == numel) continue;
             char name[64];
             gpt_tensor_name(m->config, ti, name, sizeof name);
-            return fail(m, GPT_ERR_INPUT, "the gradient of %s holds %s; no step taken", name, nonfinite_name(g[i]));
+            return fail(m, GPT_ERR_INPUT, "the gradient of %s holds %s; no step taken", name,
+                        nonfinite_name(g[i]));
         }
     }
     adamw_apply(m, norm, lr, beta1, beta2, eps, weight_decay, grad_clip);
@@ -1212,7 +1212,8 @@ int gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, floa
 }
 
 int gpt_train_step(GPT *m, const int32_t *idx, const int32_t *targets, int B, int T, float lr, float beta1,
-                   float beta2, float eps, float weight_decay, float grad_clip, float *loss_out, float *norm_out) {
+                   float beta2, float eps, float weight_decay, float grad_clip, float *loss_out,
+                   float *norm_out) {
     int rc = adamw_check(m, lr, beta1, beta2, eps, weight_decay, grad_clip);
     if (rc != GPT_OK) return rc;
     if (targets == NULL) return fail(m, GPT_ERR_INPUT, "a training step needs targets");
@@ -1220,7 +1221,8 @@ int gpt_train_step(GPT *m, const int32_t *idx, const int32_t *targets, int B, in
     if ((rc = gpt_forward(m, idx, targets, B, T, &loss)) != GPT_OK) return rc;
     if (loss_out != NULL) *loss_out = loss;
     if (!isfinite(loss))
-        return fail(m, GPT_ERR_DIVERGED, "step %lld: the loss is %s; the run diverged (try a lower learning rate)",
+        return fail(m, GPT_ERR_DIVERGED,
+                    "step %lld: the loss is %s; the run diverged (try a lower learning rate)",
                     (long long)m->step, nonfinite_name(loss));
     gpt_zero_grad(m);
     if ((rc = gpt_backward(m)) != GPT_OK) return rc;

@@ -119,7 +119,8 @@ int gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, floa
 // the loss is nan; the run diverged ..."), returned before any weight, moment or the step changes
 // (SPEC.md "Limits": a diverging run stops). *loss and *grad_norm are nullable.
 int gpt_train_step(GPT *m, const int32_t *idx, const int32_t *targets, int B, int T, float lr, float beta1,
-                   float beta2, float eps, float weight_decay, float grad_clip, float *loss, float *grad_norm);
+                   float beta2, float eps, float weight_decay, float grad_clip, float *loss,
+                   float *grad_norm);
 
 // named activations of the last forward (shared/activations.py); layer is ignored for the
 // model-level ones. Returns NULL for an unknown kind or layer.

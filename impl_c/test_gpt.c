@@ -530,7 +530,8 @@ static void test_params_and_errors(void) {
     bad = c;
     bad.position_embedding = -1;
     none = gpt_create(bad, err, sizeof(err));
-    check(none == NULL && strstr(err, "config.position_embedding") != NULL, "config: position_embedding -1", "%s", err);
+    check(none == NULL && strstr(err, "config.position_embedding") != NULL, "config: position_embedding -1",
+          "%s", err);
 
     GPT *m = create(c);
     int32_t idx[2 * 17], targets[2 * 17];
@@ -583,21 +584,27 @@ static void test_limits(void) {
         const char *says;
     } cases[] = {
         {"n_layer 2^16", {65536, 1, 4, 1, 1, 1, 1, 1}, GPT_OK, ""},
-        {"n_layer 2^16 + 1", {65537, 1, 4, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG, "config.n_layer must be in 1 .. 65536, got 65537"},
-        {"n_layer 0", {0, 1, 4, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG, "config.n_layer must be in 1 .. 65536, got 0"},
-        {"n_embd 2^20 + 1", {1, 1, (1 << 20) + 1, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG, "config.n_embd must be in 1 .. 1048576"},
-        {"block_size 2^20 + 1", {1, 1, 4, (1 << 20) + 1, 1, 1, 1, 1}, GPT_ERR_CONFIG, "config.block_size must be in 1 .. 1048576"},
+        {"n_layer 2^16 + 1", {65537, 1, 4, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.n_layer must be in 1 .. 65536, got 65537"},
+        {"n_layer 0", {0, 1, 4, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG, "must be in 1 .. 65536, got 0"},
+        {"n_embd 2^20 + 1", {1, 1, (1 << 20) + 1, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.n_embd must be in 1 .. 1048576"},
+        {"block_size 2^20 + 1", {1, 1, 4, (1 << 20) + 1, 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.block_size must be in 1 .. 1048576"},
         {"vocab_size 2^30", {1, 1, 4, 1, 1 << 30, 1, 1, 1}, GPT_OK, ""},
-        {"vocab_size 2^30 + 1", {1, 1, 4, 1, (1 << 30) + 1, 1, 1, 1}, GPT_ERR_CONFIG, "config.vocab_size must be in 1 .. 1073741824"},
+        {"vocab_size 2^30 + 1", {1, 1, 4, 1, (1 << 30) + 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.vocab_size must be in 1 .. 1073741824"},
         {"vocab_size -5", {1, 1, 4, 1, -5, 1, 1, 1}, GPT_ERR_CONFIG, "got -5"},
-        {"n_head > n_embd", {1, 8, 4, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG, "config.n_head must be in 1 .. n_embd (4), got 8"},
+        {"n_head > n_embd", {1, 8, 4, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.n_head must be in 1 .. n_embd (4), got 8"},
         {"over 2^40 parameters", {65536, 1, 4096, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG, "at most 2^40"},
     };
     char err[256];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         err[0] = '\0';
         int rc = gpt_config_check(cases[i].c, err, sizeof(err));
-        check(rc == cases[i].want && strstr(err, cases[i].says) != NULL, "limits", "%s: %d %s", cases[i].what, rc, err);
+        int ok = rc == cases[i].want && strstr(err, cases[i].says) != NULL;
+        check(ok, "limits", "%s: %d %s", cases[i].what, rc, err);
     }
     // the one parameter table: offsets tile the flat buffer, in canonical order, for a large config too
     GPTConfig big = {65536, 1, 4, 1, 1, 1, 1, 1};
@@ -611,7 +618,8 @@ static void test_limits(void) {
         }
         tiled &= at == gpt_num_params(configs[k]);
     }
-    check(tiled, "limits", "gpt_tensor_offset tiles the buffer (tiny; 65536 layers: %zu params)", gpt_num_params(big));
+    check(tiled, "limits", "gpt_tensor_offset tiles the buffer (tiny; 65536 layers: %zu params)",
+          gpt_num_params(big));
 }
 
 // exp_fast at the edges: NaN in, NaN out, and no float -> int conversion of NaN (UBSan's
@@ -629,7 +637,8 @@ typedef struct {
 
 static Snapshot snapshot(GPT *m) {
     size_t n = m->num_params;
-    return (Snapshot){copy_of(gpt_params(m), n), copy_of(gpt_adam_m(m), n), copy_of(gpt_adam_v(m), n), gpt_get_step(m)};
+    return (Snapshot){copy_of(gpt_params(m), n), copy_of(gpt_adam_m(m), n), copy_of(gpt_adam_v(m), n),
+                      gpt_get_step(m)};
 }
 
 static int unchanged(GPT *m, Snapshot s) {  // bit for bit, NaNs included
@@ -670,9 +679,11 @@ static void test_step_counter(void) {
           "set_step -1 or 2^53 + 1 refused", "%s", gpt_error(m));
     rc = gpt_set_step(m, GPT_MAX_STEP);
     Snapshot before = snapshot(m);
-    rc |= gpt_train_step(m, idx, targets, 2, 8, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL, NULL) != GPT_ERR_INPUT;
+    rc |= gpt_train_step(m, idx, targets, 2, 8, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL, NULL) !=
+          GPT_ERR_INPUT;
     rc |= gpt_adamw_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL) != GPT_ERR_INPUT;
-    check(rc == GPT_OK && unchanged(m, before) && strstr(gpt_error(m), "2^53"), "step 2^53: no more steps", "%s",
+    check(rc == GPT_OK && unchanged(m, before) && strstr(gpt_error(m), "2^53"), "step 2^53: no more steps",
+          "%s",
           gpt_error(m));
     free_snapshot(before);
     gpt_destroy(m);
@@ -699,7 +710,8 @@ static void test_divergence(void) {
     snprintf(want, sizeof(want), "step %lld: the ", (long long)before.step);
     check(rc == GPT_ERR_DIVERGED && strstr(gpt_error(m), want) && strstr(gpt_error(m), "the run diverged") &&
               unchanged(m, before),
-          "lr 1e30 diverges", "after %d calls, rc %d: %s; weights, moments, step unchanged", steps, rc, gpt_error(m));
+          "lr 1e30 diverges", "after %d calls, rc %d: %s; weights, moments, step unchanged", steps, rc,
+          gpt_error(m));
     free_snapshot(before);
 
     randomize(m);
@@ -722,11 +734,13 @@ static void test_divergence(void) {
     gpt_grads(m)[at] = INFINITY;
     before = snapshot(m);
     rc = gpt_adamw_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL);
-    check(rc == GPT_ERR_INPUT && strstr(gpt_error(m), "h.0.attn.c_proj.weight holds inf") && unchanged(m, before),
+    check(rc == GPT_ERR_INPUT && strstr(gpt_error(m), "h.0.attn.c_proj.weight holds inf") &&
+              unchanged(m, before),
           "apply: an inf gradient", "%s", gpt_error(m));
     gpt_grads(m)[at] = NAN;
     rc = gpt_adamw_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL);
-    check(rc == GPT_ERR_INPUT && strstr(gpt_error(m), "holds nan") && unchanged(m, before), "apply: a NaN gradient",
+    check(rc == GPT_ERR_INPUT && strstr(gpt_error(m), "holds nan") && unchanged(m, before),
+          "apply: a NaN gradient",
           "%s", gpt_error(m));
     gpt_grads(m)[at] = 0.5f;
     const float settings[][6] = {
