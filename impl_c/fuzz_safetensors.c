@@ -6,10 +6,8 @@
 //   1: a Hugging Face directory: 2 bytes (little-endian) of config.json length, config.json, then
 //      model.safetensors: st_read_hf_buffers for the config, then for the weights;
 //   2: the "adamw" metadata value: st_parse_adamw.
-// Build and run (a seed corpus comes from test_safetensors --seeds DIR):
-//   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-//         impl_c/fuzz_safetensors.c impl_c/safetensors.c -o fuzz_safetensors -lm
-//   ./fuzz_safetensors -max_len=16384 -max_total_time=600 corpus/
+// Build and run (a seed corpus comes from test_safetensors --seeds DIR): see the Makefile,
+//   make fuzz-safetensors FUZZ_SECONDS=600
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     data++, size--;
     if (mode == 0) {
         GPTConfig c;
-        int has_optimizer = 0, step = 0;
+        int has_optimizer = 0;
+        int64_t step = 0;
         char meta[256];
         int rc = st_read_config_buffer(data, size, "fuzz", &c, &has_optimizer, err, sizeof err);
         check_result(rc, err);
@@ -62,7 +61,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             rc = st_read_checkpoint_buffer(data, size, "fuzz", c, p, m, v, &step, meta, size % 2 ? sizeof meta : 16, err,
                                            sizeof err);
             check_result(rc, err);
-            if (rc == GPT_OK && (step < 0 || strlen(meta) >= sizeof meta)) abort();
+            if (rc == GPT_OK && (step < 0 || step > GPT_MAX_STEP || strlen(meta) >= sizeof meta)) abort();
+            if (rc == GPT_OK && has_optimizer)  // SPEC.md "Limits": every second moment read is >= 0
+                for (size_t i = 0; i < num_params(c); i++)
+                    if (!(v[i] >= 0.0f)) abort();
             free(p), free(m), free(v);
         }
         size_t n = num_params(FIXED);
@@ -94,6 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         double b1, b2, eps, wd, clip;
         int rc = st_parse_adamw(s, &b1, &b2, &eps, &wd, &clip, err, sizeof err);
         check_result(rc, err);
+        // accepted settings are in AdamWConfig's ranges (clip < 0: null)
+        if (rc == GPT_OK && !(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1 && eps > 0 && wd >= 0 && clip != 0)) abort();
         free(s);
     }
     return 0;

@@ -49,7 +49,8 @@
 
 static inline float exp_fast(float x) {
     // keep 2^n a normal float: below -87 this returns exp(-87) = 1.6e-38 instead of something smaller
-    // (negligible beside the values it is added to), above 88 the largest float exp reaches
+    // (negligible beside the values it is added to), above 88 the largest float exp reaches. NaN fails
+    // both comparisons and goes through: NaN in, NaN out, so a diverging run stays visible.
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     // n = round(x / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer (plain arithmetic,
@@ -65,10 +66,14 @@ static inline float exp_fast(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
+    // 2^n from its bits, with no float -> int conversion (undefined behaviour for NaN): n + 127, in
+    // 1 .. 254, is the low bits of the float 2^23 + 127 + n; read as unsigned and shifted into the
+    // exponent. For NaN the bits are garbage, but unsigned arithmetic is defined and p is NaN anyway.
     union {
-        int i;
         float f;
-    } two_n = {.i = ((int)n + 127) << 23};
+        uint32_t u;
+    } biased = {.f = n + 8388735.0f}, two_n;  // 8388735 = 2^23 + 127
+    two_n.u = (biased.u - 0x4B000000u) << 23;  // 0x4B000000: the bits of 2^23
     return p * two_n.f;
 }
 
@@ -502,32 +507,53 @@ static const struct {
     {"mlp.c_fc.bias", 4, 0},      {"mlp.c_proj.weight", 4, 1}, {"mlp.c_proj.bias", 1, 0},
 };
 
+_Static_assert(sizeof(size_t) >= 8, "the C tier needs 64-bit sizes (a model may have 2^40 parameters)");
+
 static int is_switch(int v) { return v == 0 || v == 1; }
 
+// the parameters of a config that passed the range checks, exactly: each term fits 64 bits
+static uint64_t count_params(GPTConfig c) {
+    uint64_t C = (uint64_t)c.n_embd, L = (uint64_t)c.n_layer;
+    return (uint64_t)c.vocab_size * C + (uint64_t)c.block_size * C + L * (12 * C * C + 13 * C) + 2 * C;
+}
+
+// SPEC.md "Limits", in shared/config.py's order (the switches, then the sizes); the message names the
+// field, its value and what is allowed
 int gpt_config_check(GPTConfig c, char *err, size_t errlen) {
-    const char *problem = NULL;
-    if (c.n_layer <= 0 || c.n_head <= 0 || c.n_embd <= 0 || c.block_size <= 0 || c.vocab_size <= 0) {
-        problem = "every size in the config must be > 0";
-    } else if (!is_switch(c.scale_attn_weights) || !is_switch(c.residual) ||
-               !is_switch(c.position_embedding)) {
-        problem = "scale_attn_weights, residual and position_embedding must be 0 or 1";
+    static const char *const switches[3] = {"scale_attn_weights", "residual", "position_embedding"};
+    const int on[3] = {c.scale_attn_weights, c.residual, c.position_embedding};
+    const struct {
+        const char *name;
+        int value, max;
+    } sizes[4] = {
+        {"n_layer", c.n_layer, GPT_MAX_N_LAYER},
+        {"n_embd", c.n_embd, GPT_MAX_N_EMBD},
+        {"block_size", c.block_size, GPT_MAX_BLOCK_SIZE},
+        {"vocab_size", c.vocab_size, GPT_MAX_VOCAB_SIZE},
+    };
+    char msg[200] = "";
+    for (int i = 0; i < 3 && !msg[0]; i++)
+        if (!is_switch(on[i]))
+            snprintf(msg, sizeof msg, "config.%s must be true or false (1 or 0), got %d", switches[i], on[i]);
+    for (int i = 0; i < 4 && !msg[0]; i++)
+        if (sizes[i].value < 1 || sizes[i].value > sizes[i].max)
+            snprintf(msg, sizeof msg, "config.%s must be in 1 .. %d, got %d", sizes[i].name, sizes[i].max,
+                     sizes[i].value);
+    if (msg[0] != '\0') {
+        // reported above
+    } else if (c.n_head < 1 || c.n_head > c.n_embd) {
+        snprintf(msg, sizeof msg, "config.n_head must be in 1 .. n_embd (%d), got %d", c.n_embd, c.n_head);
     } else if (c.n_embd % c.n_head != 0) {
-        problem = "n_embd must be a multiple of n_head";
-    } else if (c.n_layer > (1 << 16) || c.n_embd > (1 << 20) || c.block_size > (1 << 20) ||
-               c.vocab_size > (1 << 30) ||
-               (double)c.vocab_size * c.n_embd + (double)c.block_size * c.n_embd +
-                       (double)c.n_layer * (12.0 * c.n_embd * c.n_embd + 13.0 * c.n_embd) >
-                   (double)(1LL << 40)) {
-        problem = "config too large for this implementation";  // keeps every size inside int / size_t
+        snprintf(msg, sizeof msg, "config.n_embd (%d) must be divisible by n_head (%d)", c.n_embd, c.n_head);
+    } else if (count_params(c) > GPT_MAX_PARAMS) {
+        snprintf(msg, sizeof msg,
+                 "config (n_layer %d, n_embd %d, block_size %d, vocab_size %d) has %llu parameters; at most "
+                 "2^40 (%llu) are allowed",
+                 c.n_layer, c.n_embd, c.block_size, c.vocab_size, (unsigned long long)count_params(c),
+                 GPT_MAX_PARAMS);
     }
-    if (problem == NULL) return GPT_OK;
-    if (err != NULL && errlen > 0) {
-        snprintf(err, errlen,
-                 "%s (n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d, scale_attn_weights %d, "
-                 "residual %d, position_embedding %d)",
-                 problem, c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size, c.scale_attn_weights,
-                 c.residual, c.position_embedding);
-    }
+    if (!msg[0]) return GPT_OK;
+    if (err != NULL && errlen > 0) snprintf(err, errlen, "%s", msg);
     return GPT_ERR_CONFIG;
 }
 
@@ -557,6 +583,19 @@ size_t gpt_tensor_numel(GPTConfig c, int i) {
     return ndim == 0 ? 0 : ndim == 1 ? shape[0] : shape[0] * shape[1];
 }
 
+// in constant time (a reader walks tensors in file order, not canonical order): the embeddings, the
+// whole blocks before i's, then i's predecessors within its block
+size_t gpt_tensor_offset(GPTConfig c, int i) {
+    size_t C = c.n_embd, V = c.vocab_size, T = c.block_size, L = c.n_layer, per_block = 12 * C * C + 13 * C;
+    int last = gpt_num_tensors(c) - 1;
+    if (i <= 0) return 0;
+    if (i == 1) return V * C;
+    if (i >= last - 1) return V * C + T * C + L * per_block + (size_t)(i - (last - 1)) * C;
+    size_t offset = V * C + T * C + (size_t)((i - 2) / 12) * per_block;
+    for (int k = 0; k < (i - 2) % 12; k++) offset += gpt_tensor_numel(c, 2 + k);
+    return offset;
+}
+
 int gpt_tensor_name(GPTConfig c, int i, char *buf, size_t buflen) {
     int last = gpt_num_tensors(c) - 1;
     if (buf == NULL || buflen == 0) return -1;
@@ -568,11 +607,7 @@ int gpt_tensor_name(GPTConfig c, int i, char *buf, size_t buflen) {
     return snprintf(buf, buflen, "h.%d.%s", (i - 2) / 12, BLOCK_TENSORS[(i - 2) % 12].name);
 }
 
-size_t gpt_num_params(GPTConfig c) {
-    size_t n = 0;
-    for (int i = 0; i < gpt_num_tensors(c); i++) n += gpt_tensor_numel(c, i);
-    return n;
-}
+size_t gpt_num_params(GPTConfig c) { return (size_t)count_params(c); }
 
 // points t's fields into the flat buffer, in canonical order
 static void point_tensors(ParamTensors *t, float *p, GPTConfig c) {
@@ -655,7 +690,7 @@ struct GPT {
     size_t num_params;
     float *params_memory, *grads_memory, *m_memory, *v_memory;  // num_params floats each
     ParamTensors params, grads;
-    int step;  // AdamW steps taken
+    int64_t step;  // AdamW steps taken, 0 .. GPT_MAX_STEP
     // the last forward
     ActivationTensors acts;
     float *acts_memory;
@@ -820,8 +855,14 @@ float *gpt_params(GPT *m) { return m->params_memory; }
 float *gpt_grads(GPT *m) { return m->grads_memory; }
 float *gpt_adam_m(GPT *m) { return m->m_memory; }
 float *gpt_adam_v(GPT *m) { return m->v_memory; }
-int gpt_get_step(const GPT *m) { return m->step; }
-void gpt_set_step(GPT *m, int step) { m->step = step; }
+int64_t gpt_get_step(const GPT *m) { return m->step; }
+
+int gpt_set_step(GPT *m, int64_t step) {
+    if (step < 0 || step > GPT_MAX_STEP)
+        return fail(m, GPT_ERR_INPUT, "step %lld is outside 0 .. 2^53", (long long)step);
+    m->step = step;
+    return GPT_OK;
+}
 
 // the checks of SPEC.md "Bad input" that reach C: B, T, token ids, targets
 static int check_tokens(GPT *m, const int32_t *idx, int B, int T) {
@@ -1071,14 +1112,33 @@ int gpt_backward(GPT *m) {
 }
 
 // ----------------------------------------------------------------------------------------------------
-// AdamW (SPEC.md "AdamW"): clip_grad_norm_ then torch.optim.AdamW, per element in double
+// AdamW (SPEC.md "AdamW"): clip_grad_norm_ then torch.optim.AdamW, per element in double. A step is
+// checked whole before it changes anything (SPEC.md "Limits"): the settings, the step count, then the
+// loss and the gradient norm, so a refused or diverging step leaves weights, moments and step as they were.
 
-float gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, float weight_decay,
+// AdamWConfig's ranges (shared/schedule.py), plus the learning rate and the step count
+static int adamw_check(GPT *m, float lr, float beta1, float beta2, float eps, float weight_decay,
                        float grad_clip) {
-    const float *grads = m->grads_memory;
-    size_t n = m->num_params;
-    // the global L2 norm over every gradient: fixed chunks (independent of the thread count), each
-    // summed in double, the chunks' sums added in order
+    if (m->step >= GPT_MAX_STEP)
+        return fail(m, GPT_ERR_INPUT, "step %lld: the model has taken 2^53 AdamW steps, the most allowed",
+                    (long long)m->step);
+    // each written so that NaN, which fails every comparison, is refused too
+    const char *bad = NULL;
+    if (!(isfinite(lr) && lr >= 0.0f)) bad = "lr must be a finite number >= 0";
+    else if (!(beta1 >= 0.0f && beta1 < 1.0f)) bad = "beta1 must be in [0, 1)";
+    else if (!(beta2 >= 0.0f && beta2 < 1.0f)) bad = "beta2 must be in [0, 1)";
+    else if (!(isfinite(eps) && eps > 0.0f)) bad = "eps must be finite, > 0";
+    else if (!(isfinite(weight_decay) && weight_decay >= 0.0f)) bad = "weight_decay must be finite, >= 0";
+    else if (!(grad_clip <= 0.0f || isfinite(grad_clip))) bad = "grad_clip must be finite (<= 0: none)";
+    if (bad == NULL) return GPT_OK;
+    return fail(m, GPT_ERR_INPUT, "%s (lr %g, beta1 %g, beta2 %g, eps %g, weight_decay %g, grad_clip %g)",
+                bad, lr, beta1, beta2, eps, weight_decay, grad_clip);
+}
+
+// the global L2 norm over every gradient: fixed chunks (independent of the thread count), each summed
+// in double, the chunks' sums added in order. Finite exactly when every gradient is (a sum of squares
+// of floats cannot overflow a double).
+static double grad_norm(const float *grads, size_t n) {
     enum { NORM_CHUNKS = 256 };
     double partial[NORM_CHUNKS];
 #pragma omp parallel for if (n > PARALLEL_MIN)
@@ -1091,26 +1151,31 @@ float gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, fl
     }
     double sumsq = 0.0;
     for (int ch = 0; ch < NORM_CHUNKS; ch++) sumsq += partial[ch];
-    double norm = sqrt(sumsq);
+    return sqrt(sumsq);
+}
+
+static const char *nonfinite_name(double x) { return isnan(x) ? "nan" : x > 0 ? "inf" : "-inf"; }
+
+// the step itself, on gradients whose norm is finite
+static void adamw_apply(GPT *m, double norm, float lr, float beta1, float beta2, float eps,
+                        float weight_decay, float grad_clip) {
     double gscale = 1.0;  // torch's clip_grad_norm_: scale every gradient if coef < 1
     if (grad_clip > 0.0f) {
         double coef = grad_clip / (norm + 1e-6);
         if (coef < 1.0) gscale = coef;
     }
-
-    int t = m->step + 1;  // the step being taken, from 1
+    int64_t t = m->step + 1;  // the step being taken, from 1
     m->step = t;
-    double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
+    double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
     double step_size = lr / bc1, sqrt_bc2 = sqrt(bc2);
-    size_t offset = 0;
     for (int ti = 0; ti < gpt_num_tensors(m->config); ti++) {
         size_t shape[2];
         int ndim = gpt_tensor_shape(m->config, ti, shape);
-        size_t numel = gpt_tensor_numel(m->config, ti);
+        size_t numel = gpt_tensor_numel(m->config, ti), offset = gpt_tensor_offset(m->config, ti);
         // decoupled weight decay on the 2-D tensors only: matmul weights and both embeddings
         double decay = ndim == 2 ? 1.0 - (double)lr * weight_decay : 1.0;
         float *p = m->params_memory + offset, *mt = m->m_memory + offset, *vt = m->v_memory + offset;
-        const float *gt = grads + offset;
+        const float *gt = m->grads_memory + offset;
 #pragma omp parallel for simd if (numel > PARALLEL_MIN)
         for (size_t i = 0; i < numel; i++) {
             double g = gt[i] * gscale;
@@ -1121,9 +1186,54 @@ float gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, fl
             mt[i] = (float)mi;
             vt[i] = (float)vi;
         }
-        offset += numel;
     }
-    return (float)norm;
+}
+
+int gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, float weight_decay,
+                     float grad_clip, float *norm_out) {
+    int rc = adamw_check(m, lr, beta1, beta2, eps, weight_decay, grad_clip);
+    if (rc != GPT_OK) return rc;
+    double norm = grad_norm(m->grads_memory, m->num_params);
+    if (!isfinite(norm)) {  // gradients given by the caller: name the first tensor at fault
+        for (int ti = 0; ti < gpt_num_tensors(m->config); ti++) {
+            const float *g = m->grads_memory + gpt_tensor_offset(m->config, ti);
+            size_t numel = gpt_tensor_numel(m->config, ti), i = 0;
+            while (i < numel && isfinite(g[i])) i++;
+            if (i == numel) continue;
+            char name[64];
+            gpt_tensor_name(m->config, ti, name, sizeof name);
+            return fail(m, GPT_ERR_INPUT, "the gradient of %s holds %s; no step taken", name,
+                        nonfinite_name(g[i]));
+        }
+    }
+    adamw_apply(m, norm, lr, beta1, beta2, eps, weight_decay, grad_clip);
+    if (norm_out != NULL) *norm_out = (float)norm;
+    return GPT_OK;
+}
+
+int gpt_train_step(GPT *m, const int32_t *idx, const int32_t *targets, int B, int T, float lr, float beta1,
+                   float beta2, float eps, float weight_decay, float grad_clip, float *loss_out,
+                   float *norm_out) {
+    int rc = adamw_check(m, lr, beta1, beta2, eps, weight_decay, grad_clip);
+    if (rc != GPT_OK) return rc;
+    if (targets == NULL) return fail(m, GPT_ERR_INPUT, "a training step needs targets");
+    float loss = 0.0f;
+    if ((rc = gpt_forward(m, idx, targets, B, T, &loss)) != GPT_OK) return rc;
+    if (loss_out != NULL) *loss_out = loss;
+    if (!isfinite(loss))
+        return fail(m, GPT_ERR_DIVERGED,
+                    "step %lld: the loss is %s; the run diverged (try a lower learning rate)",
+                    (long long)m->step, nonfinite_name(loss));
+    gpt_zero_grad(m);
+    if ((rc = gpt_backward(m)) != GPT_OK) return rc;
+    double norm = grad_norm(m->grads_memory, m->num_params);
+    if (norm_out != NULL) *norm_out = (float)norm;
+    if (!isfinite(norm))
+        return fail(m, GPT_ERR_DIVERGED,
+                    "step %lld: the gradient norm is %s; the run diverged (try a lower learning rate)",
+                    (long long)m->step, nonfinite_name(norm));
+    adamw_apply(m, norm, lr, beta1, beta2, eps, weight_decay, grad_clip);
+    return GPT_OK;
 }
 
 // ----------------------------------------------------------------------------------------------------

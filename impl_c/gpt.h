@@ -25,14 +25,24 @@ typedef struct {
     int position_embedding;  // 1: x = wte[idx] + wpe[pos]; 0: x = wte[idx] (wpe unused, gradient 0)
 } GPTConfig;
 
-// error codes; a message is kept in the model (gpt_error) or written to the caller's buffer
+// error codes; a message is kept in the model (gpt_error) or written to the caller's buffer.
+// safetensors.h continues the numbering (5 .. 8).
 enum {
     GPT_OK = 0,
     GPT_ERR_CONFIG = 1,  // invalid config
     GPT_ERR_INPUT = 2,   // token id out of range, T > block_size, B or T < 1, cache overflow, ...
     GPT_ERR_STATE = 3,   // call out of order (backward without a forward with targets, ...)
     GPT_ERR_MEMORY = 4,  // allocation failed
+    GPT_ERR_DIVERGED = 9,  // a training step's loss or gradient norm is not finite (DivergenceError)
 };
+
+// SPEC.md "Limits": the one set of bounds every reader, writer and tier enforces
+#define GPT_MAX_N_LAYER (1 << 16)
+#define GPT_MAX_N_EMBD (1 << 20)
+#define GPT_MAX_BLOCK_SIZE (1 << 20)
+#define GPT_MAX_VOCAB_SIZE (1 << 30)
+#define GPT_MAX_PARAMS (1ull << 40)   // V C + T C + L (12 C^2 + 13 C) + 2 C
+#define GPT_MAX_STEP (1ll << 53)      // AdamW steps: every step count is exact in a double
 
 // ---- parameters: one contiguous float buffer in the spec's canonical order (shared/params.py) ----
 
@@ -55,10 +65,13 @@ typedef struct {
     float *ln_f_b;   // (C)
 } ParamTensors;
 
-int gpt_config_check(GPTConfig c, char *err, size_t errlen);   // GPT_OK or GPT_ERR_CONFIG
-size_t gpt_num_params(GPTConfig c);
+// GPT_OK, or GPT_ERR_CONFIG with one line naming the field, its value and what is allowed (SPEC.md
+// "Limits"). The functions below take only configs that pass it: then no size overflows 64 bits.
+int gpt_config_check(GPTConfig c, char *err, size_t errlen);
+size_t gpt_num_params(GPTConfig c);               // at most 2^40 (size_t is 64 bits: gpt.c asserts it)
 int gpt_num_tensors(GPTConfig c);                 // 2 + 12 * n_layer + 2
 size_t gpt_tensor_numel(GPTConfig c, int i);      // elements of canonical tensor i
+size_t gpt_tensor_offset(GPTConfig c, int i);     // where canonical tensor i starts in the flat buffer
 // shape of canonical tensor i into shape[0..1]; returns its number of dimensions (1 or 2; 0: no such i)
 int gpt_tensor_shape(GPTConfig c, int i, size_t shape[2]);
 // the i-th canonical name into buf ("wte.weight", "h.0.ln_1.weight", ...); returns its length
@@ -80,8 +93,8 @@ float *gpt_params(GPT *m);
 float *gpt_grads(GPT *m);
 float *gpt_adam_m(GPT *m);
 float *gpt_adam_v(GPT *m);
-int gpt_get_step(const GPT *m);  // AdamW steps taken
-void gpt_set_step(GPT *m, int step);
+int64_t gpt_get_step(const GPT *m);  // AdamW steps taken, 0 .. GPT_MAX_STEP
+int gpt_set_step(GPT *m, int64_t step);  // GPT_ERR_INPUT (and no change) outside 0 .. GPT_MAX_STEP
 
 // forward over idx (B, T) row-major. targets (B, T) may be NULL; -1 marks an ignored position.
 // Keeps every activation the backward pass needs (and the spec's named activations) until the next
@@ -93,11 +106,21 @@ void gpt_zero_grad(GPT *m);
 // backward of the last forward (which must have had targets): gradients += d loss / d params
 int gpt_backward(GPT *m);
 
-// clip (grad_clip > 0: global L2 norm over all gradients, torch's formula), then one AdamW step per
-// the spec (decay on 2-D tensors only, bias correction, eps outside the sqrt); step += 1.
-// Returns the gradient norm before clipping.
-float gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, float weight_decay,
-                       float grad_clip);
+// applies the gradients in gpt_grads(m) as given (the tier's apply_grads): clip (grad_clip > 0: global
+// L2 norm over all gradients, torch's formula), then one AdamW step per the spec (decay on 2-D tensors
+// only, bias correction, eps outside the sqrt); step += 1. *grad_norm (nullable) receives the norm
+// before clipping. Refused with GPT_ERR_INPUT, before anything changes: a gradient that is NaN or
+// infinite (the message names its tensor), settings outside AdamWConfig's ranges (lr finite >= 0,
+// beta1 and beta2 in [0, 1), eps > 0, weight_decay >= 0, grad_clip finite), a model at GPT_MAX_STEP.
+int gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, float weight_decay,
+                     float grad_clip, float *grad_norm);
+// one training step (the tier's train_step): forward with targets, zero_grad, backward, then
+// gpt_adamw_update's step. A loss or gradient norm that is not finite is GPT_ERR_DIVERGED ("step K:
+// the loss is nan; the run diverged ..."), returned before any weight, moment or the step changes
+// (SPEC.md "Limits": a diverging run stops). *loss and *grad_norm are nullable.
+int gpt_train_step(GPT *m, const int32_t *idx, const int32_t *targets, int B, int T, float lr, float beta1,
+                   float beta2, float eps, float weight_decay, float grad_clip, float *loss,
+                   float *grad_norm);
 
 // named activations of the last forward (shared/activations.py); layer is ignored for the
 // model-level ones. Returns NULL for an unknown kind or layer.

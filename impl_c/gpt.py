@@ -5,7 +5,7 @@ import ctypes
 import dataclasses
 import functools
 import os
-from ctypes import POINTER, c_char_p, c_float, c_int, c_int32, c_size_t, c_void_p
+from ctypes import POINTER, c_char_p, c_float, c_int, c_int32, c_int64, c_size_t, c_void_p
 
 import numpy as np
 
@@ -22,12 +22,15 @@ from shared.checks import (
     check_targets,
 )
 from shared.config import ABLATIONS, GPTConfig
-from shared.errors import GPTError, InputError
+from shared.errors import DivergenceError, GPTError, InputError
 from shared.params import check_state_dict, param_shapes
 from shared.sampling import generate_tokens
 from shared.schedule import AdamWConfig
 
 ERR_LEN = 512
+# gpt.h's error codes that map to a particular error class (the rest are GPTError)
+ERR_INPUT, ERR_DIVERGED = 2, 9
+MAX_STEP = 2**53  # SPEC.md "Limits": gpt.h's GPT_MAX_STEP
 # gpt.h's ACT_* kinds, in the order of the enum
 ACT_KINDS = ["emb", *LAYER_ACTIVATIONS, "ln_f", "logits"]
 
@@ -79,13 +82,17 @@ def library() -> ctypes.CDLL:
         "gpt_grads": (f, [c_void_p]),
         "gpt_adam_m": (f, [c_void_p]),
         "gpt_adam_v": (f, [c_void_p]),
-        "gpt_get_step": (c_int, [c_void_p]),
-        "gpt_set_step": (None, [c_void_p, c_int]),
+        "gpt_get_step": (c_int64, [c_void_p]),
+        "gpt_set_step": (c_int, [c_void_p, c_int64]),
         "gpt_forward": (c_int, [c_void_p, POINTER(c_int32), POINTER(c_int32), c_int, c_int, f]),
         "gpt_logits": (f, [c_void_p]),
         "gpt_zero_grad": (None, [c_void_p]),
         "gpt_backward": (c_int, [c_void_p]),
-        "gpt_adamw_update": (c_float, [c_void_p, c_float, c_float, c_float, c_float, c_float, c_float]),
+        "gpt_adamw_update": (c_int, [c_void_p, c_float, c_float, c_float, c_float, c_float, c_float, f]),
+        "gpt_train_step": (
+            c_int,
+            [c_void_p, POINTER(c_int32), POINTER(c_int32), c_int, c_int, *[c_float] * 6, f, f],
+        ),
         "gpt_activation": (f, [c_void_p, c_int, c_int]),
         "gpt_attention_forward": (c_int, [c_void_p, c_int, f, c_int, c_int, f]),
         "gpt_block_forward": (c_int, [c_void_p, c_int, f, c_int, c_int, f]),
@@ -100,7 +107,7 @@ def library() -> ctypes.CDLL:
         "st_read_config": (c_int, [c_char_p, POINTER(CConfig), POINTER(c_int), c_char_p, c_size_t]),
         "st_read_checkpoint": (
             c_int,
-            [c_char_p, CConfig, f, f, f, POINTER(c_int), c_char_p, c_size_t, c_char_p, c_size_t],
+            [c_char_p, CConfig, f, f, f, POINTER(c_int64), c_char_p, c_size_t, c_char_p, c_size_t],
         ),
         "st_write_checkpoint": (
             c_int,
@@ -110,7 +117,7 @@ def library() -> ctypes.CDLL:
                 f,
                 f,
                 f,
-                c_int,
+                c_int64,
                 POINTER(c_char_p),
                 POINTER(c_char_p),
                 c_int,
@@ -203,8 +210,14 @@ class GPT:
         return out
 
     def _check(self, rc: int):
-        if rc != 0:
-            raise GPTError(f"the C tier failed: {self._lib.gpt_error(self._ptr).decode()}")
+        if rc == 0:
+            return
+        message = self._lib.gpt_error(self._ptr).decode()
+        if rc == ERR_DIVERGED:  # "step K: the loss is nan; the run diverged ...", nothing changed
+            raise DivergenceError(message)
+        if rc == ERR_INPUT:
+            raise InputError(message)
+        raise GPTError(f"the C tier failed: {message}")
 
     @property
     def step(self) -> int:
@@ -245,24 +258,32 @@ class GPT:
         loss = self._backward(idx, targets)
         return loss, self._split(self._grads)
 
+    def _adamw_args(self, lr) -> tuple:
+        a = self.adamw
+        clip = -1.0 if a.grad_clip is None else a.grad_clip  # C: clip only when > 0
+        return (lr, a.beta1, a.beta2, a.eps, a.weight_decay, clip)
+
     def train_step(self, idx, targets, lr):
+        # C checks the loss and the gradient norm before the step changes anything (DivergenceError)
         check_lr(lr)
         idx = check_idx(idx, self.config)
         targets = check_targets(targets, idx, self.config)
-        loss = self._backward(idx, targets)
-        self._update(lr)
-        return loss
+        B, T = idx.shape
+        _idx32, idx_p = _ints(idx)
+        _tgt32, tgt_p = _ints(targets)
+        loss = c_float(0.0)
+        rc = self._lib.gpt_train_step(
+            self._ptr, idx_p, tgt_p, B, T, *self._adamw_args(lr), ctypes.byref(loss), None
+        )
+        self._check(rc)
+        return float(loss.value)
 
     def apply_grads(self, grads, lr):
+        # C refuses a gradient that is NaN or inf (InputError naming the tensor) before any change
         check_grads(grads, self.config)
         check_lr(lr)
         self._grads[:] = self._flat(grads)
-        self._update(lr)
-
-    def _update(self, lr):
-        a = self.adamw
-        clip = -1.0 if a.grad_clip is None else a.grad_clip  # C: clip only when > 0
-        self._lib.gpt_adamw_update(self._ptr, lr, a.beta1, a.beta2, a.eps, a.weight_decay, clip)
+        self._check(self._lib.gpt_adamw_update(self._ptr, *self._adamw_args(lr), None))
 
     def state_dict(self):
         return self._split(self._params)
@@ -271,9 +292,13 @@ class GPT:
         return OptimizerState(self.step, self._split(self._m), self._split(self._v), self.adamw)
 
     def load_optimizer_state(self, opt: OptimizerState):
+        step = opt.step
+        # checked here: ctypes would wrap an int beyond 64 bits silently
+        if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or not 0 <= step <= MAX_STEP:
+            raise InputError(f"step must be an integer in 0 .. 2^53, got {step!r}")
         self._m[:] = self._flat(opt.m)
         self._v[:] = self._flat(opt.v)
-        self._lib.gpt_set_step(self._ptr, opt.step)
+        self._check(self._lib.gpt_set_step(self._ptr, int(step)))
 
     def save(self, path, metadata=None):
         opt = self.optimizer_state() if self.step > 0 else None

@@ -49,7 +49,7 @@ void matmul_forward_naive(float *out, const float *inp, const float *weight, con
         for (int o = 0; o < OC; o++) {
             float val = bias != NULL ? bias[o] : 0.0f;
             for (int i = 0; i < C; i++) {
-                val += inp[n * C + i] * weight[(long)i * OC + o];
+                val += inp[(long)n * C + i] * weight[(long)i * OC + o];
             }
             out[(long)n * OC + o] = val;
         }

@@ -43,24 +43,7 @@ static int mul_ok(uint64_t a, uint64_t b, uint64_t *out) {  // *out = a * b unle
     return 1;
 }
 
-static int add_ok(uint64_t a, uint64_t b, uint64_t *out) {
-    if (b > UINT64_MAX - a) return 0;
-    *out = a + b;
-    return 1;
-}
-
-// ---- the canonical parameters (SPEC.md "Parameters"; gpt.c has the public twin) ----
-
-enum { PER_BLOCK = 12 };
-static const char *const BLOCK_NAMES[PER_BLOCK] = {
-    "ln_1.weight",        "ln_1.bias",        "attn.c_attn.weight", "attn.c_attn.bias",
-    "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight",        "ln_2.bias",
-    "mlp.c_fc.weight",    "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias",
-};
-// each block tensor's shape in multiples of C: {rows, cols}, cols 0 for a 1-D tensor
-static const uint64_t BLOCK_SHAPES[PER_BLOCK][2] = {
-    {1, 0}, {1, 0}, {1, 3}, {3, 0}, {1, 1}, {1, 0}, {1, 0}, {1, 0}, {1, 4}, {4, 0}, {4, 1}, {1, 0},
-};
+// ---- the canonical parameters: gpt.c's table (SPEC.md "Parameters"), the only one in C ----
 
 typedef struct {
     int rank;
@@ -69,41 +52,18 @@ typedef struct {
     uint64_t offset;  // in floats, into the flat buffer
 } Spec;
 
-static uint64_t num_tensors(GPTConfig c) { return 4 + (uint64_t)PER_BLOCK * (uint64_t)c.n_layer; }
+static uint64_t num_tensors(GPTConfig c) { return (uint64_t)gpt_num_tensors(c); }
 
-// only for configs that passed config_check, which rules out overflow
+// tensor i of a config that passed gpt_config_check (then i < 4 + 12 * 2^16 fits an int)
 static void tensor_spec(GPTConfig c, uint64_t i, Spec *s) {
-    uint64_t C = (uint64_t)c.n_embd, V = (uint64_t)c.vocab_size, T = (uint64_t)c.block_size;
-    uint64_t L = (uint64_t)c.n_layer, per_block = 12 * C * C + 13 * C;
-    s->rank = 2;
-    if (i == 0) {
-        s->dims[0] = V, s->dims[1] = C, s->offset = 0;
-    } else if (i == 1) {
-        s->dims[0] = T, s->dims[1] = C, s->offset = V * C;
-    } else if (i < 2 + PER_BLOCK * L) {
-        uint64_t b = (i - 2) / PER_BLOCK, k = (i - 2) % PER_BLOCK;
-        s->offset = V * C + T * C + b * per_block;
-        for (uint64_t j = 0; j < k; j++)
-            s->offset += BLOCK_SHAPES[j][0] * C * (BLOCK_SHAPES[j][1] ? BLOCK_SHAPES[j][1] * C : 1);
-        s->dims[0] = BLOCK_SHAPES[k][0] * C;
-        s->dims[1] = BLOCK_SHAPES[k][1] * C;
-        if (!BLOCK_SHAPES[k][1]) s->rank = 1;
-    } else {  // ln_f.weight, ln_f.bias
-        s->rank = 1;
-        s->dims[0] = C;
-        s->offset = V * C + T * C + L * per_block + (i - 2 - PER_BLOCK * L) * C;
-    }
-    s->numel = s->rank == 1 ? s->dims[0] : s->dims[0] * s->dims[1];
+    size_t shape[2];
+    s->rank = gpt_tensor_shape(c, (int)i, shape);
+    s->dims[0] = shape[0], s->dims[1] = shape[1];
+    s->numel = gpt_tensor_numel(c, (int)i);
+    s->offset = gpt_tensor_offset(c, (int)i);
 }
 
-static void tensor_name(GPTConfig c, uint64_t i, char *buf, size_t cap) {
-    uint64_t L = (uint64_t)c.n_layer;
-    if (i == 0) snprintf(buf, cap, "wte.weight");
-    else if (i == 1) snprintf(buf, cap, "wpe.weight");
-    else if (i < 2 + PER_BLOCK * L)
-        snprintf(buf, cap, "h.%llu.%s", (unsigned long long)((i - 2) / PER_BLOCK), BLOCK_NAMES[(i - 2) % PER_BLOCK]);
-    else snprintf(buf, cap, "ln_f.%s", i == 2 + PER_BLOCK * L ? "weight" : "bias");
-}
+static void tensor_name(GPTConfig c, uint64_t i, char *buf, size_t cap) { gpt_tensor_name(c, (int)i, buf, cap); }
 
 static int name_is(const char *s, size_t n, const char *lit) { return strlen(lit) == n && !memcmp(s, lit, n); }
 
@@ -112,8 +72,8 @@ static int64_t canonical_index(GPTConfig c, const char *s, size_t n) {
     uint64_t L = (uint64_t)c.n_layer;
     if (name_is(s, n, "wte.weight")) return 0;
     if (name_is(s, n, "wpe.weight")) return 1;
-    if (name_is(s, n, "ln_f.weight")) return (int64_t)(2 + PER_BLOCK * L);
-    if (name_is(s, n, "ln_f.bias")) return (int64_t)(3 + PER_BLOCK * L);
+    if (name_is(s, n, "ln_f.weight")) return (int64_t)(2 + 12 * L);
+    if (name_is(s, n, "ln_f.bias")) return (int64_t)(3 + 12 * L);
     if (n < 4 || s[0] != 'h' || s[1] != '.') return -1;
     size_t i = 2;
     uint64_t layer = 0;
@@ -128,8 +88,11 @@ static int64_t canonical_index(GPTConfig c, const char *s, size_t n) {
     }
     if (layer >= L || i >= n || s[i] != '.') return -1;
     i++;
-    for (int k = 0; k < PER_BLOCK; k++)
-        if (name_is(s + i, n - i, BLOCK_NAMES[k])) return (int64_t)(2 + PER_BLOCK * layer + (uint64_t)k);
+    for (int k = 0; k < 12; k++) {  // block 0's names, "h.0." dropped
+        char block0[64];
+        gpt_tensor_name(c, 2 + k, block0, sizeof block0);
+        if (name_is(s + i, n - i, block0 + 4)) return (int64_t)(2 + 12 * layer + (uint64_t)k);
+    }
     return -1;
 }
 
@@ -150,38 +113,15 @@ static void config_repr(GPTConfig c, char *buf, size_t cap) {
         if (on[i] != 1) k += snprintf(buf + k, cap - (size_t)k, ", %s %d", ABLATIONS[i], on[i]);
 }
 
-// shared/config.py's checks, plus a size this implementation can address: num_params * 8 bytes (the
-// size of the model in F64) fits in size_t, so no byte count below can overflow
+// gpt.c's check (SPEC.md "Limits"), its message after the file's name. Within the limits, a model in
+// F64 (2^43 bytes at most) fits in size_t, so no byte count below can overflow.
 static int config_check(GPTConfig c, const char *name, char *err, size_t errlen) {
-    const char *fields[5] = {"n_layer", "n_head", "n_embd", "block_size", "vocab_size"};
-    int values[5] = {c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size}, on[3];
-    ablation_values(c, on);
-    for (int i = 0; i < 3; i++)
-        if (on[i] != 0 && on[i] != 1)
-            return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.%s must be true or false (1 or 0), got %d", name,
-                        ABLATIONS[i], on[i]);
-    for (int i = 0; i < 5; i++)
-        if (values[i] <= 0)
-            return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.%s must be positive, got %d", name, fields[i], values[i]);
-    if (c.n_embd % c.n_head != 0)
-        return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.n_embd (%d) must be divisible by n_head (%d)", name,
-                    c.n_embd, c.n_head);
-    uint64_t C = (uint64_t)c.n_embd, cc, per_block, blocks, vc, tc, total;  // fields < 2^31: 13C fits
-    int ok = mul_ok(C, C, &cc) && mul_ok(cc, 12, &cc) && add_ok(cc, 13 * C, &per_block) &&
-             mul_ok(per_block, (uint64_t)c.n_layer, &blocks) && mul_ok((uint64_t)c.vocab_size, C, &vc) &&
-             mul_ok((uint64_t)c.block_size, C, &tc) && add_ok(vc, tc, &total) && add_ok(total, blocks, &total) &&
-             add_ok(total, 2 * C, &total);
-    if (!ok || total > (uint64_t)SIZE_MAX / 8 || total > (UINT64_MAX >> 4))
-        return fail(err, errlen, GPT_ERR_CONFIG, "%s: config (n_layer %d, n_embd %d, block_size %d, vocab_size %d) is too large",
-                    name, c.n_layer, c.n_embd, c.block_size, c.vocab_size);
-    return GPT_OK;
+    char msg[256];
+    if (gpt_config_check(c, msg, sizeof msg) == GPT_OK) return GPT_OK;
+    return fail(err, errlen, GPT_ERR_CONFIG, "%s: %s", name, msg);
 }
 
-static uint64_t num_params(GPTConfig c) {
-    Spec s;
-    tensor_spec(c, num_tensors(c) - 1, &s);
-    return s.offset + s.numel;
-}
+static uint64_t num_params(GPTConfig c) { return (uint64_t)gpt_num_params(c); }
 
 // ---- JSON ----
 // One parser, two dialects: serde_json's (the safetensors header, parsed by the reference
@@ -562,6 +502,12 @@ static const char *const CONFIG_KEYS[N_CONFIG_KEYS] = {
     "scale_attn_weights", "residual", "position_embedding",
 };
 
+// the upper limits of the five sizes, in CONFIG_KEYS' order, as gpt_config_check states them
+static const char *const MAX_TEXT[5] = {"65536", "n_embd", "1048576", "1048576", "1073741824"};
+_Static_assert(GPT_MAX_N_LAYER == 65536 && GPT_MAX_N_EMBD == 1048576 && GPT_MAX_BLOCK_SIZE == 1048576 &&
+                   GPT_MAX_VOCAB_SIZE == 1073741824,
+               "MAX_TEXT states gpt.h's limits");
+
 // fields: the values of CONFIG_KEYS; n_positions stands in for a missing block_size, an ablation
 // missing is true. The checks in GPTConfig's order: missing sizes, then the ablations' types, then the sizes.
 static int config_from_fields(const JVal *f, GPTConfig *c, const char *name, char *err, size_t errlen) {
@@ -588,12 +534,11 @@ static int config_from_fields(const JVal *f, GPTConfig *c, const char *name, cha
         if (v->type != J_NUM || !v->num.is_int)
             return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.%s must be an int, got %s %s", name, CONFIG_KEYS[k],
                         v->type == J_NUM ? "float" : PY_TYPE[v->type], repr);
-        if (v->num.neg || v->num.mag == 0)
-            return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.%s must be positive, got %s", name, CONFIG_KEYS[k], repr);
+        // beyond an int: out of range whatever the field; within, gpt_config_check says what is allowed
         if (v->num.big || v->num.mag > INT_MAX)
-            return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.%s is %s, too large for this implementation", name,
-                        CONFIG_KEYS[k], repr);
-        values[k] = (int)v->num.mag;
+            return fail(err, errlen, GPT_ERR_CONFIG, "%s: config.%s must be in 1 .. %s, got %s", name, CONFIG_KEYS[k],
+                        MAX_TEXT[k], repr);
+        values[k] = v->num.neg ? -(int)v->num.mag : (int)v->num.mag;
     }
     *c = (GPTConfig){values[0], values[1], values[2], values[3], values[4], on[0], on[1], on[2]};
     return config_check(*c, name, err, errlen);
@@ -684,6 +629,17 @@ static int adamw_parse(const char *text, size_t n, double out[5], char *msg, siz
             out[k] = f[k].num.d;
         }
     }
+    // AdamWConfig's ranges (SPEC.md "Limits"): the first one broken, in keys' order
+    const char *const range[5] = {"in [0, 1)", "in [0, 1)", "> 0", ">= 0", "null or > 0"};
+    const int ok[5] = {out[0] >= 0 && out[0] < 1, out[1] >= 0 && out[1] < 1, out[2] > 0, out[3] >= 0,
+                       f[4].type == J_NULL || out[4] > 0};
+    for (int k = 0; k < 5; k++)
+        if (!ok[k]) {
+            char repr[64];
+            py_repr(&f[k], repr, sizeof repr);
+            snprintf(msg, msgcap, "%s is %s; it must be %s", keys[k], repr, range[k]);
+            return -1;
+        }
     return 0;
 }
 
@@ -891,13 +847,11 @@ static void fmt_name(char *buf, size_t cap, const char *s, size_t n) {  // a nam
     snprintf(buf, cap, "%.*s%s", (int)(n < 200 ? n : 200), s, n > 200 ? "..." : "");
 }
 
-// the header of a file of `size` bytes whose first 8 + n bytes are in `head`: the reference rules
-static int header_parse(Header *h, const unsigned char *head, uint64_t n, uint64_t size, const char *name,
-                        char *err, size_t errlen) {
+// the JSON object of the header: __metadata__ into h->meta, every other key a tensor into h->t
+static int header_parse_json(Header *h, const unsigned char *head, uint64_t n, const char *name, char *err,
+                             size_t errlen) {
     JP p = {head + 8, (size_t)n, 0, 0, 0, {0}};
     int r, count = 0, have_meta = 0;
-    h->data_start = 8 + n;
-    h->data_len = size - 8 - n;
     h->arena = malloc(n ? n : 1);
     if (!h->arena) return fail(err, errlen, GPT_ERR_MEMORY, "%s: out of memory for the header", name);
     jp_ws(&p);
@@ -933,16 +887,11 @@ static int header_parse(Header *h, const unsigned char *head, uint64_t n, uint64
         if (strstr(p.msg, "out of memory")) return fail(err, errlen, GPT_ERR_MEMORY, "%s: %s", name, p.msg);
         return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: corrupt safetensors header (%s)", name, p.msg);
     }
+    return GPT_OK;
+}
 
-    // names and metadata keys appear once each
-    size_t nk = h->nt > h->nmeta ? h->nt : h->nmeta;
-    SortKey *keys = malloc((nk ? nk : 1) * sizeof *keys);
-    h->order = malloc((h->nt ? h->nt : 1) * sizeof *h->order);
-    if (!keys || !h->order) {
-        free(keys);
-        return fail(err, errlen, GPT_ERR_MEMORY, "%s: out of memory", name);
-    }
-    char shown[256];
+// names and metadata keys appear once each; keys has room for max(nt, nmeta) entries
+static int header_check_unique(const Header *h, SortKey *keys, const char *name, char *err, size_t errlen) {
     for (int pass = 0; pass < 2; pass++) {
         size_t m = pass ? h->nmeta : h->nt;
         for (size_t i = 0; i < m; i++)
@@ -951,28 +900,29 @@ static int header_parse(Header *h, const unsigned char *head, uint64_t n, uint64
         if (m) qsort(keys, m, sizeof *keys, cmp_by_name);
         for (size_t i = 1; i < m; i++)
             if (!cmp_bytes(keys[i].s, keys[i].n, keys[i - 1].s, keys[i - 1].n)) {
+                char shown[256];
                 fmt_name(shown, sizeof shown, keys[i].s, keys[i].n);
-                free(keys);
                 return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: %s %s appears twice in the header", name,
                             pass ? "metadata key" : "tensor", shown);
             }
     }
-    // each tensor's bytes match its dtype and shape; sorted by offset, the tensors tile the data
+    return GPT_OK;
+}
+
+// each tensor's bytes match its dtype and shape; sorted by offset (into h->order), the tensors tile the data
+static int header_check_layout(Header *h, SortKey *keys, const char *name, char *err, size_t errlen) {
+    char shown[256];
     for (size_t i = 0; i < h->nt; i++) {
         TensorRec *t = &h->t[i];
         uint64_t nbytes;
         fmt_name(shown, sizeof shown, t->name, t->name_len);
-        if (t->overflow || !mul_ok(t->numel, (uint64_t)DTYPES[t->dtype].size, &nbytes)) {
-            free(keys);
+        if (t->overflow || !mul_ok(t->numel, (uint64_t)DTYPES[t->dtype].size, &nbytes))
             return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: tensor %s: its shape's size overflows", name, shown);
-        }
-        if (t->end < t->begin || t->end - t->begin != nbytes) {
-            free(keys);
+        if (t->end < t->begin || t->end - t->begin != nbytes)
             return fail(err, errlen, ST_ERR_CHECKPOINT,
                         "%s: tensor %s: data_offsets [%llu, %llu] do not hold %llu bytes (%s, %llu elements)", name,
                         shown, (unsigned long long)t->begin, (unsigned long long)t->end, (unsigned long long)nbytes,
                         DTYPES[t->dtype].name, (unsigned long long)t->numel);
-        }
         keys[i] = (SortKey){t->name, t->name_len, t->begin, t->end, i};
     }
     if (h->nt) qsort(keys, h->nt, sizeof *keys, cmp_by_offset);
@@ -982,19 +932,34 @@ static int header_parse(Header *h, const unsigned char *head, uint64_t n, uint64
         h->order[i] = keys[i].idx;
         if (t->begin != at) {
             fmt_name(shown, sizeof shown, t->name, t->name_len);
-            free(keys);
             return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: tensor %s starts at byte %llu of the data, expected %llu (%s)", name,
                         shown, (unsigned long long)t->begin, (unsigned long long)at,
                         t->begin > at ? "a gap" : "overlapping another tensor");
         }
         at = t->end;
     }
-    free(keys);
     if (at != h->data_len)
         return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: the tensors cover %llu bytes of data but the file holds %llu%s", name,
                     (unsigned long long)at, (unsigned long long)h->data_len,
                     at > h->data_len ? " (truncated)" : " (trailing bytes)");
     return GPT_OK;
+}
+
+// the header of a file of `size` bytes whose first 8 + n bytes are in `head`: the reference rules
+static int header_parse(Header *h, const unsigned char *head, uint64_t n, uint64_t size, const char *name,
+                        char *err, size_t errlen) {
+    h->data_start = 8 + n;
+    h->data_len = size - 8 - n;
+    int rc = header_parse_json(h, head, n, name, err, errlen);
+    if (rc) return rc;
+    size_t nk = h->nt > h->nmeta ? h->nt : h->nmeta;
+    SortKey *keys = malloc((nk ? nk : 1) * sizeof *keys);
+    h->order = malloc((h->nt ? h->nt : 1) * sizeof *h->order);
+    if (!keys || !h->order) rc = fail(err, errlen, GPT_ERR_MEMORY, "%s: out of memory", name);
+    if (!rc) rc = header_check_unique(h, keys, name, err, errlen);
+    if (!rc) rc = header_check_layout(h, keys, name, err, errlen);
+    free(keys);
+    return rc;
 }
 
 // ---- sources: a file or a buffer ----
@@ -1053,7 +1018,8 @@ typedef struct {
     Source src;
     Header h;
     GPTConfig cfg;
-    int hf, training, step;
+    int hf, training;
+    int64_t step;
     int64_t wte, lm_head;  // record indices, -1 if absent
 } Ckpt;
 
@@ -1087,10 +1053,10 @@ static void fmt_shape(char *buf, size_t cap, int rank, const uint64_t *dims) {  
 }
 
 // Python's int(s) for the step: surrounding whitespace, a sign, digits with single underscores
-static int parse_step(const char *s, size_t n, long long *out) {
+static int parse_step(const char *s, size_t n, int64_t *out) {
     size_t i = 0;
     int neg = 0;
-    long long v = 0;
+    int64_t v = 0;
     while (n && strchr(" \t\n\r\f\v", s[n - 1]) && s[n - 1]) n--;
     while (i < n && strchr(" \t\n\r\f\v", s[i]) && s[i]) i++;
     if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
@@ -1098,7 +1064,7 @@ static int parse_step(const char *s, size_t n, long long *out) {
     for (; i < n; i++) {
         if (s[i] == '_' && i + 1 < n && s[i - 1] != '_' && s[i + 1] >= '0' && s[i + 1] <= '9') continue;
         if (s[i] < '0' || s[i] > '9') return -1;
-        if (v <= INT_MAX) v = v * 10 + (s[i] - '0');  // past INT_MAX it only needs to stay there
+        if (v <= GPT_MAX_STEP) v = v * 10 + (s[i] - '0');  // past 2^53 it only needs to stay there
     }
     *out = neg ? -v : v;
     return 0;
@@ -1218,14 +1184,14 @@ static int ckpt_classify(Ckpt *c, char *err, size_t errlen) {
     if (!c->hf && meta_find(h, "step")) c->training = 1;
     if (c->training) {
         const MetaRec *m = meta_find(h, "step");
-        long long step;
+        int64_t step;
         if (!m || parse_step(m->val, m->val_len, &step))
             return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: a training checkpoint needs an integer 'step' in __metadata__", name);
-        if (step < 0) return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: step %lld is negative", name, step);
-        if (step > INT_MAX)
-            return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: step %.*s is too large for this implementation", name,
+        if (step < 0) return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: step %lld is negative", name, (long long)step);
+        if (step > GPT_MAX_STEP)
+            return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: step %.*s is outside 0 .. 2^53 (SPEC.md \"Limits\")", name,
                         (int)(m->val_len < 40 ? m->val_len : 40), m->val);
-        c->step = (int)step;
+        c->step = step;
         if ((rc = check_role(c, R_M, "optimizer first moments: ", err, errlen))) return rc;
         if ((rc = check_role(c, R_V, "optimizer second moments: ", err, errlen))) return rc;
         if ((m = meta_find(h, "adamw"))) {
@@ -1245,6 +1211,23 @@ static int ckpt_classify(Ckpt *c, char *err, size_t errlen) {
     return check_role(c, R_PARAM, "", err, errlen);
 }
 
+// SPEC.md "Limits": before anything is built from the config, the file must be big enough for it: every
+// tensor listed, and 2 bytes per parameter (F16, the smallest dtype read). A 20 KB file claiming a
+// config of a trillion parameters stops here, in one line.
+static int check_file_fits_config(const Ckpt *c, char *err, size_t errlen) {
+    uint64_t tensors = num_tensors(c->cfg), bytes = 2 * num_params(c->cfg);
+    char cfg[200];
+    config_repr(c->cfg, cfg, sizeof cfg);
+    if (c->h.nt < tensors)
+        return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: the config (%s) needs %llu tensors; the file has %zu", c->src.name,
+                    cfg, (unsigned long long)tensors, c->h.nt);
+    if (c->h.data_len < bytes)
+        return fail(err, errlen, ST_ERR_CHECKPOINT,
+                    "%s: the config (%s) needs %llu bytes of tensor data (2 per parameter); the file has %llu",
+                    c->src.name, cfg, (unsigned long long)bytes, (unsigned long long)c->h.data_len);
+    return GPT_OK;
+}
+
 // a single file: the config comes from __metadata__
 static int ckpt_parse_single(Ckpt *c, char *err, size_t errlen) {
     int rc = header_read(&c->h, &c->src, err, errlen);
@@ -1255,6 +1238,7 @@ static int ckpt_parse_single(Ckpt *c, char *err, size_t errlen) {
                     "%s: no config in the safetensors __metadata__; pass a Hugging Face directory (config.json + "
                     "model.safetensors) or a file saved by this project", c->src.name);
     if ((rc = config_from_json(m->val, m->val_len, &c->cfg, c->src.name, err, errlen))) return rc;
+    if ((rc = check_file_fits_config(c, err, errlen))) return rc;
     return ckpt_classify(c, err, errlen);
 }
 
@@ -1265,6 +1249,7 @@ static int ckpt_parse_hf(Ckpt *c, const char *config_json, size_t config_len, co
     c->hf = 1;
     if ((rc = header_read(&c->h, &c->src, err, errlen))) return rc;
     c->h.nmeta = 0;  // a Hugging Face directory has no metadata of ours (shared/checkpoint.py ignores it)
+    if ((rc = check_file_fits_config(c, err, errlen))) return rc;
     return ckpt_classify(c, err, errlen);
 }
 
@@ -1302,8 +1287,10 @@ static double elem_f64(int dtype, const unsigned char *p) {  // one float elemen
     return x;
 }
 
-// reads tensor t into dst (NULL: checks only), converting to float32; every value must be finite
-static int read_tensor(const Ckpt *c, const TensorRec *t, float *dst, const char *label, char *err, size_t errlen) {
+// reads tensor t into dst (NULL: checks only), converting to float32; every value must be finite, and
+// for a second moment (nonneg) >= 0: a negative v would make the next step's sqrt(v) NaN
+static int read_tensor(const Ckpt *c, const TensorRec *t, float *dst, int nonneg, const char *label, char *err,
+                       size_t errlen) {
     size_t size = (size_t)DTYPES[t->dtype].size, per = CHUNK / size;
     int f32 = size == 4, rc = GPT_OK;
     unsigned char *buf = malloc(CHUNK);
@@ -1325,11 +1312,12 @@ static int read_tensor(const Ckpt *c, const TensorRec *t, float *dst, const char
                 in_range = !finite || fabs(x) < 0x1.ffffffp+127;
                 f = finite && in_range ? (float)x : 0.0f;
             }
-            if (!finite || !in_range) {
+            if (!finite || !in_range || (nonneg && f < 0.0f)) {
                 char shown[256];
                 fmt_name(shown, sizeof shown, t->key, t->key_len);
                 rc = fail(err, errlen, ST_ERR_CHECKPOINT, "%s: %s%s holds %s", c->src.name, label, shown,
-                          finite ? "a value outside float32's range" : "NaN or infinite values");
+                          !finite ? "NaN or infinite values" : !in_range ? "a value outside float32's range"
+                                                              : "a negative value (a second moment is >= 0)");
                 break;
             }
             if (dst) dst[done + i] = f;
@@ -1395,7 +1383,7 @@ static size_t metadata_json(const Header *h, char *out, size_t cap) {
     return k;
 }
 
-static int ckpt_read(const Ckpt *c, GPTConfig cfg, float *params, float *m, float *v, int *step, char *meta_out,
+static int ckpt_read(const Ckpt *c, GPTConfig cfg, float *params, float *m, float *v, int64_t *step, char *meta_out,
                      size_t meta_cap, char *err, size_t errlen) {
     const char *name = c->src.name;
     if (!params) return fail(err, errlen, GPT_ERR_INPUT, "%s: params is NULL", name);
@@ -1417,9 +1405,9 @@ static int ckpt_read(const Ckpt *c, GPTConfig cfg, float *params, float *m, floa
         int rc = GPT_OK;
         if (t->role != R_PARAM && t->role != R_M && t->role != R_V) continue;
         tensor_spec(c->cfg, (uint64_t)t->index, &s);
-        if (t->role == R_PARAM) rc = read_tensor(c, t, params + s.offset, "", err, errlen);
-        else if (t->role == R_M) rc = read_tensor(c, t, m ? m + s.offset : NULL, "optimizer first moments: ", err, errlen);
-        else rc = read_tensor(c, t, v ? v + s.offset : NULL, "optimizer second moments: ", err, errlen);
+        if (t->role == R_PARAM) rc = read_tensor(c, t, params + s.offset, 0, "", err, errlen);
+        else if (t->role == R_M) rc = read_tensor(c, t, m ? m + s.offset : NULL, 0, "optimizer first moments: ", err, errlen);
+        else rc = read_tensor(c, t, v ? v + s.offset : NULL, 1, "optimizer second moments: ", err, errlen);
         if (rc) return rc;
     }
     if (c->lm_head >= 0 && c->wte >= 0) {
@@ -1529,7 +1517,7 @@ int st_read_config(const char *path, GPTConfig *cfg, int *has_optimizer, char *e
     return rc;
 }
 
-int st_read_checkpoint(const char *path, GPTConfig cfg, float *params, float *m, float *v, int *step,
+int st_read_checkpoint(const char *path, GPTConfig cfg, float *params, float *m, float *v, int64_t *step,
                        char *metadata_json_out, size_t metadata_cap, char *err, size_t errlen) {
     clear(err, errlen);
     Ckpt c;
@@ -1582,7 +1570,7 @@ int st_read_config_buffer(const void *data, size_t len, const char *name, GPTCon
 }
 
 int st_read_checkpoint_buffer(const void *data, size_t len, const char *name, GPTConfig cfg, float *params,
-                              float *m, float *v, int *step, char *metadata_json_out, size_t metadata_cap,
+                              float *m, float *v, int64_t *step, char *metadata_json_out, size_t metadata_cap,
                               char *err, size_t errlen) {
     clear(err, errlen);
     Ckpt c;
@@ -1711,31 +1699,36 @@ static uint64_t random_u64(void) {
     return r ^ ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&ts;
 }
 
-static int check_finite(GPTConfig cfg, const float *a, const char *label, const char *path, char *err, size_t errlen) {
+// every value finite, and for second moments (nonneg) >= 0: what the readers require
+static int check_values(GPTConfig cfg, const float *a, int nonneg, const char *label, const char *path, char *err,
+                        size_t errlen) {
     uint64_t nt = num_tensors(cfg);
     for (uint64_t i = 0; i < nt; i++) {
         Spec s;
         tensor_spec(cfg, i, &s);
-        for (uint64_t j = 0; j < s.numel; j++)
-            if (!isfinite(a[s.offset + j])) {
-                char buf[64];
-                tensor_name(cfg, i, buf, sizeof buf);
-                return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: %s%s holds NaN or infinite values", path, label, buf);
-            }
+        for (uint64_t j = 0; j < s.numel; j++) {
+            float x = a[s.offset + j];
+            if (isfinite(x) && !(nonneg && x < 0.0f)) continue;
+            char buf[64];
+            tensor_name(cfg, i, buf, sizeof buf);
+            return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: %s%s holds %s", path, label, buf,
+                        isfinite(x) ? "a negative value (a second moment is >= 0)" : "NaN or infinite values");
+        }
     }
     return GPT_OK;
 }
 
-int st_write_checkpoint(const char *path, GPTConfig cfg, const float *params, const float *m, const float *v,
-                        int step, const char *const *extra_keys, const char *const *extra_values, int n_extra,
-                        char *err, size_t errlen) {
-    clear(err, errlen);
-    if (!path || !path[0]) return fail(err, errlen, GPT_ERR_INPUT, "st_write_checkpoint: no path");
+// the writer's arguments, all of them, before anything is written: never write what a reader refuses
+static int write_check_args(const char *path, GPTConfig cfg, const float *params, const float *m, const float *v,
+                            int64_t step, const char *const *extra_keys, const char *const *extra_values, int n_extra,
+                            char *err, size_t errlen) {
     int rc = config_check(cfg, path, err, errlen);
     if (rc) return rc;
     if (!params) return fail(err, errlen, GPT_ERR_INPUT, "%s: params is NULL", path);
     if (!m != !v) return fail(err, errlen, GPT_ERR_INPUT, "%s: give both AdamW moments m and v, or neither", path);
-    if (m && step < 0) return fail(err, errlen, GPT_ERR_INPUT, "%s: step %d is negative", path, step);
+    if (m && (step < 0 || step > GPT_MAX_STEP))
+        return fail(err, errlen, ST_ERR_CHECKPOINT, "%s: step %lld is outside 0 .. 2^53 (SPEC.md \"Limits\")", path,
+                    (long long)step);
     if (n_extra < 0 || (n_extra > 0 && (!extra_keys || !extra_values)))
         return fail(err, errlen, GPT_ERR_INPUT, "%s: bad extra metadata arguments", path);
     for (int i = 0; i < n_extra; i++) {
@@ -1754,59 +1747,38 @@ int st_write_checkpoint(const char *path, GPTConfig cfg, const float *params, co
         for (int j = 0; j < i; j++)
             if (!strcmp(extra_keys[j], k)) return fail(err, errlen, GPT_ERR_INPUT, "%s: metadata key %.100s given twice", path, k);
     }
-    if ((rc = check_finite(cfg, params, "", path, err, errlen))) return rc;
-    if (m && (rc = check_finite(cfg, m, "optimizer first moments: ", path, err, errlen))) return rc;
-    if (m && (rc = check_finite(cfg, v, "optimizer second moments: ", path, err, errlen))) return rc;
+    if ((rc = check_values(cfg, params, 0, "", path, err, errlen))) return rc;
+    if (m && (rc = check_values(cfg, m, 0, "optimizer first moments: ", path, err, errlen))) return rc;
+    if (m && (rc = check_values(cfg, v, 1, "optimizer second moments: ", path, err, errlen))) return rc;
+    return GPT_OK;
+}
 
-    // metadata, then tensors, each sorted by name, as safetensors' serializer orders them
-    uint64_t nt = num_tensors(cfg), ntens = m ? 3 * nt : nt;
-    size_t nmeta = 3 + (size_t)n_extra;
-    MetaEntry *meta = calloc(nmeta, sizeof *meta);
-    TensorEntry *tens = calloc((size_t)ntens, sizeof *tens);
-    unsigned char *chunk = malloc(CHUNK);
-    Buf hdr = {0};
-    char config_json[320], step_str[24], *tmp = NULL, *dir = NULL;
-    int fd = -1;
-    if (!meta || !tens || !chunk) {
-        rc = fail(err, errlen, GPT_ERR_MEMORY, "%s: out of memory", path);
-        goto done;
-    }
-    // GPTConfig.to_json(): sorted keys, json.dumps' separators, an ablation only when it is off (so GPT-2's
-    // config is the five sizes alone)
-    size_t len = (size_t)snprintf(config_json, sizeof config_json,
-                                  "{\"block_size\": %d, \"n_embd\": %d, \"n_head\": %d, \"n_layer\": %d",
+// GPTConfig.to_json(): sorted keys, json.dumps' separators, an ablation only when it is off (so GPT-2's
+// config is the five sizes alone)
+static void config_to_json(GPTConfig cfg, char *out, size_t cap) {
+    size_t len = (size_t)snprintf(out, cap, "{\"block_size\": %d, \"n_embd\": %d, \"n_head\": %d, \"n_layer\": %d",
                                   cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer);
     const char *sorted[3] = {"position_embedding", "residual", "scale_attn_weights"};
     int off[3] = {!cfg.position_embedding, !cfg.residual, !cfg.scale_attn_weights};
     for (int i = 0; i < 3; i++)
-        if (off[i]) len += (size_t)snprintf(config_json + len, sizeof config_json - len, ", \"%s\": false", sorted[i]);
-    snprintf(config_json + len, sizeof config_json - len, ", \"vocab_size\": %d}", cfg.vocab_size);
-    snprintf(step_str, sizeof step_str, "%d", step);
-    size_t nm = 0;
-    meta[nm++] = (MetaEntry){"format", ST_FORMAT};
-    meta[nm++] = (MetaEntry){"config", config_json};
-    if (m) meta[nm++] = (MetaEntry){"step", step_str};
-    for (int i = 0; i < n_extra; i++) meta[nm++] = (MetaEntry){extra_keys[i], extra_values[i]};
-    qsort(meta, nm, sizeof *meta, cmp_meta_entry);
-    for (uint64_t i = 0; i < ntens; i++) {
-        const float *base = i < nt ? params : i < 2 * nt ? m : v;
-        char buf[64];
-        tensor_name(cfg, i % nt, buf, sizeof buf);
-        snprintf(tens[i].name, sizeof tens[i].name, "%s%s", i < nt ? "" : i < 2 * nt ? "optim.m." : "optim.v.", buf);
-        tensor_spec(cfg, i % nt, &tens[i].spec);
-        tens[i].data = base + tens[i].spec.offset;
-    }
-    qsort(tens, (size_t)ntens, sizeof *tens, cmp_tensor_entry);
+        if (off[i]) len += (size_t)snprintf(out + len, cap - len, ", \"%s\": false", sorted[i]);
+    snprintf(out + len, cap - len, ", \"vocab_size\": %d}", cfg.vocab_size);
+}
 
-    buf_put(&hdr, "\0\0\0\0\0\0\0\0", 8);  // the header's length, filled in below
-    buf_str(&hdr, "{\"__metadata__\":{");
+// the header, length prefix and padding included, into *hdr: the metadata, then the tensors (tens, sorted
+// by name, as safetensors' serializer orders them), their data in that order
+static int build_header(Buf *hdr, MetaEntry *meta, size_t nm, const TensorEntry *tens, uint64_t ntens, const char *path,
+                        char *err, size_t errlen) {
+    qsort(meta, nm, sizeof *meta, cmp_meta_entry);
+    buf_put(hdr, "\0\0\0\0\0\0\0\0", 8);  // the header's length, filled in below
+    buf_str(hdr, "{\"__metadata__\":{");
     for (size_t i = 0; i < nm; i++) {
-        if (i) buf_str(&hdr, ",");
-        buf_json_string(&hdr, meta[i].key);
-        buf_str(&hdr, ":");
-        buf_json_string(&hdr, meta[i].val);
+        if (i) buf_str(hdr, ",");
+        buf_json_string(hdr, meta[i].key);
+        buf_str(hdr, ":");
+        buf_json_string(hdr, meta[i].val);
     }
-    buf_str(&hdr, "}");
+    buf_str(hdr, "}");
     uint64_t at = 0;
     for (uint64_t i = 0; i < ntens; i++) {
         const Spec *s = &tens[i].spec;
@@ -1815,30 +1787,52 @@ int st_write_checkpoint(const char *path, GPTConfig cfg, const float *params, co
         else snprintf(dims, sizeof dims, "%llu,%llu", (unsigned long long)s->dims[0], (unsigned long long)s->dims[1]);
         snprintf(info, sizeof info, ":{\"dtype\":\"F32\",\"shape\":[%s],\"data_offsets\":[%llu,%llu]}", dims,
                  (unsigned long long)at, (unsigned long long)(at + 4 * s->numel));
-        buf_str(&hdr, ",");
-        buf_json_string(&hdr, tens[i].name);
-        buf_str(&hdr, info);
+        buf_str(hdr, ",");
+        buf_json_string(hdr, tens[i].name);
+        buf_str(hdr, info);
         at += 4 * s->numel;
     }
-    buf_str(&hdr, "}");
-    while ((hdr.len - 8) % 8) buf_str(&hdr, " ");  // the serializer pads the header to a multiple of 8
-    if (hdr.oom) {
-        rc = fail(err, errlen, GPT_ERR_MEMORY, "%s: out of memory for the header", path);
-        goto done;
-    }
-    uint64_t n = hdr.len - 8;
-    if (n > ST_MAX_HEADER) {
-        rc = fail(err, errlen, GPT_ERR_INPUT, "%s: the header would be %llu bytes, over the %llu-byte limit readers accept", path,
-                  (unsigned long long)n, ST_MAX_HEADER);
-        goto done;
-    }
-    for (int k = 0; k < 8; k++) hdr.p[k] = (char)(n >> (8 * k) & 0xFF);
+    buf_str(hdr, "}");
+    while ((hdr->len - 8) % 8) buf_str(hdr, " ");  // the serializer pads the header to a multiple of 8
+    if (hdr->oom) return fail(err, errlen, GPT_ERR_MEMORY, "%s: out of memory for the header", path);
+    uint64_t n = hdr->len - 8;
+    if (n > ST_MAX_HEADER)
+        return fail(err, errlen, GPT_ERR_INPUT, "%s: the header would be %llu bytes, over the %llu-byte limit readers accept",
+                    path, (unsigned long long)n, ST_MAX_HEADER);
+    for (int k = 0; k < 8; k++) hdr->p[k] = (char)(n >> (8 * k) & 0xFF);
+    return GPT_OK;
+}
 
-    // atomic: a new file in the destination's folder, written, synced, renamed over path
+// the header, then each tensor's floats, little-endian whatever the host; 0 or -1 (errno says why)
+static int write_contents(int fd, const Buf *hdr, const TensorEntry *tens, uint64_t ntens, unsigned char *chunk) {
+    if (write_all(fd, hdr->p, hdr->len)) return -1;
+    for (uint64_t i = 0; i < ntens; i++) {
+        const float *src = tens[i].data;
+        uint64_t numel = tens[i].spec.numel;
+        for (uint64_t done = 0; done < numel;) {
+            size_t cnt = numel - done < CHUNK / 4 ? (size_t)(numel - done) : CHUNK / 4;
+            for (size_t j = 0; j < cnt; j++) {
+                uint32_t u;
+                memcpy(&u, &src[done + j], 4);
+                chunk[4 * j] = (unsigned char)u, chunk[4 * j + 1] = (unsigned char)(u >> 8);
+                chunk[4 * j + 2] = (unsigned char)(u >> 16), chunk[4 * j + 3] = (unsigned char)(u >> 24);
+            }
+            if (write_all(fd, chunk, 4 * cnt)) return -1;
+            done += cnt;
+        }
+    }
+    return 0;
+}
+
+// atomic: a new file in the destination's folder (created if missing), written, synced, renamed over
+// path; on any failure the temporary is removed and path is untouched
+static int write_atomic(const char *path, const Buf *hdr, const TensorEntry *tens, uint64_t ntens, char *err,
+                        size_t errlen) {
     size_t plen = strlen(path);
-    tmp = malloc(plen + 32);
-    dir = malloc(plen + 2);
-    if (!tmp || !dir) {
+    char *tmp = malloc(plen + 32), *dir = malloc(plen + 2);
+    unsigned char *chunk = malloc(CHUNK);
+    int fd = -1, rc = GPT_OK, made = 0;  // made: tmp exists and must go if we fail
+    if (!tmp || !dir || !chunk) {
         rc = fail(err, errlen, GPT_ERR_MEMORY, "%s: out of memory", path);
         goto done;
     }
@@ -1860,27 +1854,10 @@ int st_write_checkpoint(const char *path, GPTConfig cfg, const float *params, co
     }
     if (fd < 0) {
         rc = fail(err, errlen, ST_ERR_IO, "%s: cannot create a temporary file: %s", path, strerror(errno));
-        free(tmp);
-        tmp = NULL;  // nothing to remove
         goto done;
     }
-    int ok = write_all(fd, hdr.p, hdr.len) == 0;
-    for (uint64_t i = 0; i < ntens && ok; i++) {
-        const float *src = tens[i].data;
-        uint64_t numel = tens[i].spec.numel;
-        for (uint64_t done = 0; done < numel && ok;) {
-            size_t cnt = numel - done < CHUNK / 4 ? (size_t)(numel - done) : CHUNK / 4;
-            for (size_t j = 0; j < cnt; j++) {  // little-endian whatever the host
-                uint32_t u;
-                memcpy(&u, &src[done + j], 4);
-                chunk[4 * j] = (unsigned char)u, chunk[4 * j + 1] = (unsigned char)(u >> 8);
-                chunk[4 * j + 2] = (unsigned char)(u >> 16), chunk[4 * j + 3] = (unsigned char)(u >> 24);
-            }
-            ok = write_all(fd, chunk, 4 * cnt) == 0;
-            done += cnt;
-        }
-    }
-    if (!ok || fsync(fd) != 0) {
+    made = 1;
+    if (write_contents(fd, hdr, tens, ntens, chunk) != 0 || fsync(fd) != 0) {
         rc = fail(err, errlen, ST_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
         goto done;
     }
@@ -1890,22 +1867,58 @@ int st_write_checkpoint(const char *path, GPTConfig cfg, const float *params, co
         rc = fail(err, errlen, ST_ERR_IO, "%s: %s failed: %s", path, closed ? "close" : "rename", strerror(errno));
         goto done;
     }
-    free(tmp);
-    tmp = NULL;  // renamed: nothing to remove
+    made = 0;  // renamed: nothing to remove
     int dfd = open(dir, O_RDONLY | O_CLOEXEC);  // make the rename itself durable (best effort)
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
     }
-    rc = GPT_OK;
 done:
     if (fd >= 0) close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    if (made) unlink(tmp);
+    free(tmp);
     free(dir);
     free(chunk);
+    return rc;
+}
+
+int st_write_checkpoint(const char *path, GPTConfig cfg, const float *params, const float *m, const float *v,
+                        int64_t step, const char *const *extra_keys, const char *const *extra_values, int n_extra,
+                        char *err, size_t errlen) {
+    clear(err, errlen);
+    if (!path || !path[0]) return fail(err, errlen, GPT_ERR_INPUT, "st_write_checkpoint: no path");
+    int rc = write_check_args(path, cfg, params, m, v, step, extra_keys, extra_values, n_extra, err, errlen);
+    if (rc) return rc;
+
+    // metadata: ours, then the caller's; tensors: parameters, then optim.m.*, optim.v.*
+    uint64_t nt = num_tensors(cfg), ntens = m ? 3 * nt : nt;
+    size_t nm = 0;
+    MetaEntry *meta = calloc(3 + (size_t)n_extra, sizeof *meta);
+    TensorEntry *tens = calloc((size_t)ntens, sizeof *tens);
+    Buf hdr = {0};
+    char config_json[320], step_str[24];
+    if (!meta || !tens) {
+        rc = fail(err, errlen, GPT_ERR_MEMORY, "%s: out of memory", path);
+        goto done;
+    }
+    config_to_json(cfg, config_json, sizeof config_json);
+    snprintf(step_str, sizeof step_str, "%lld", (long long)step);
+    meta[nm++] = (MetaEntry){"format", ST_FORMAT};
+    meta[nm++] = (MetaEntry){"config", config_json};
+    if (m) meta[nm++] = (MetaEntry){"step", step_str};
+    for (int i = 0; i < n_extra; i++) meta[nm++] = (MetaEntry){extra_keys[i], extra_values[i]};
+    for (uint64_t i = 0; i < ntens; i++) {
+        const float *base = i < nt ? params : i < 2 * nt ? m : v;
+        char buf[64];
+        tensor_name(cfg, i % nt, buf, sizeof buf);
+        snprintf(tens[i].name, sizeof tens[i].name, "%s%s", i < nt ? "" : i < 2 * nt ? "optim.m." : "optim.v.", buf);
+        tensor_spec(cfg, i % nt, &tens[i].spec);
+        tens[i].data = base + tens[i].spec.offset;
+    }
+    qsort(tens, (size_t)ntens, sizeof *tens, cmp_tensor_entry);
+    rc = build_header(&hdr, meta, nm, tens, ntens, path, err, errlen);
+    if (!rc) rc = write_atomic(path, &hdr, tens, ntens, err, errlen);
+done:
     free(tens);
     free(meta);
     free(hdr.p);

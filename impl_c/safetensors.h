@@ -18,8 +18,11 @@
 // escapes, depth <= 128); every tensor
 // {"dtype", "shape", "data_offsets"} with a known dtype, begin <= end, end - begin = numel * dtype
 // size, and the tensors, sorted by offset, tiling the data section exactly (no gap, no overlap, no
-// trailing bytes). On top of those, the checks of SPEC.md "Bad input": the config valid, no tensor
-// missing, unexpected or present twice, shapes as the config says, a float dtype, finite values.
+// trailing bytes). On top of those, the checks of SPEC.md "Bad input" and "Limits": the config valid
+// (gpt.c's gpt_config_check, the C tier's one config check and parameter table), the file big enough
+// for it (at least 4 + 12 n_layer tensors and 2 bytes per parameter, checked before anything is sized
+// from the config), no tensor missing, unexpected or present twice, shapes as the config says, a float
+// dtype, finite values, second moments >= 0, the step in 0 .. 2^53, the AdamW settings in range.
 //
 // Deliberate differences from the Python reader (all stricter, none affects a file either writer makes):
 //   - duplicate keys in the header (a tensor or a metadata key listed twice) are rejected; JSON parsers
@@ -31,9 +34,9 @@
 //     converted to float32, and an F64 value outside float32's range is rejected); sub-byte dtypes
 //     (F4, F6_*) are not supported even for ignored buffers; lm_head.weight must have a float dtype;
 //   - "adamw" must be a JSON object whose keys are among beta1, beta2, eps, weight_decay, grad_clip
-//     (as in Python) and whose values are finite numbers (grad_clip: a number or null), not anything;
-//   - config fields above INT_MAX, a model too large to address and a step above INT_MAX are rejected
-//     (Python's ints have no limit); "step" accepts what Python's int() does, except non-ASCII digits.
+//     (as in Python) and whose values are finite numbers, never bools (grad_clip: a number or null),
+//     in AdamWConfig's ranges;
+//   - "step" accepts what Python's int() does, except non-ASCII digits.
 // As in Python, "format" is stored but not checked on reading.
 #ifndef SAFETENSORS_H
 #define SAFETENSORS_H
@@ -65,13 +68,13 @@ enum {
 int st_read_config(const char *path, GPTConfig *cfg, int *has_optimizer, char *err, size_t errlen);
 
 // Fills params (required) and, when not NULL, m and v with the weights and AdamW moments in the
-// canonical order (shared/params.py), and *step (nullable) with the AdamW steps taken. cfg must be the
+// canonical order (shared/params.py), and *step (nullable) with the AdamW steps taken (0 .. 2^53). cfg must be the
 // file's config (from st_read_config; else GPT_ERR_CONFIG). A checkpoint without optimizer state gives
 // m = v = 0 and step 0. metadata_json_out (nullable) receives __metadata__ as one JSON object
 // {"key": "value", ...} ("{}" for a Hugging Face directory); if metadata_cap is too small,
 // ST_ERR_BUFFER is returned before anything is read. Also checks what the header cannot show: every
 // value finite, lm_head.weight equal to wte.weight. On an error the buffers hold unspecified values.
-int st_read_checkpoint(const char *path, GPTConfig cfg, float *params, float *m, float *v, int *step,
+int st_read_checkpoint(const char *path, GPTConfig cfg, float *params, float *m, float *v, int64_t *step,
                        char *metadata_json_out, size_t metadata_cap, char *err, size_t errlen);
 
 // The __metadata__ value of key, NUL-terminated, into out (cap bytes); key NULL gives the whole
@@ -82,17 +85,18 @@ int st_get_metadata(const char *path, const char *key, char *out, size_t cap, ch
 
 // Writes our single-file format, atomically: a uniquely named temporary file in the destination's
 // folder (created if missing), written, fsync'ed and renamed over path; on any failure it is removed
-// and path is untouched. m and v both NULL: a weights-only file; both given: a training checkpoint
-// with "step" (>= 0). extra_keys/extra_values: n_extra more metadata strings (UTF-8), e.g.
-// "tokenizer", "train_settings"; "format", "config" and "step" are the writer's own
+// and path is untouched. m and v both NULL: a weights-only file (step ignored); both given: a training
+// checkpoint with "step" (0 .. 2^53). extra_keys/extra_values: n_extra more metadata strings (UTF-8),
+// e.g. "tokenizer", "train_settings"; "format", "config" and "step" are the writer's own
 // (ST_ERR_CHECKPOINT, as in Python); "adamw" is accepted only in a training checkpoint and must be
-// readable (see above). Non-finite weights or moments are ST_ERR_CHECKPOINT (the readers reject them).
+// readable (see above). ST_ERR_CHECKPOINT for what the readers would reject: a non-finite weight or
+// moment, a negative second moment, a step outside 0 .. 2^53.
 // The layout is that of safetensors' own serializer (tensors sorted by name, their data in that order,
 // the header padded with spaces to a multiple of 8), so for the same content the two writers produce
 // the same tensor entries and byte-identical data; only the order of the __metadata__ keys differs
 // (sorted here, a hash map's order there).
 int st_write_checkpoint(const char *path, GPTConfig cfg, const float *params, const float *m, const float *v,
-                        int step, const char *const *extra_keys, const char *const *extra_values, int n_extra,
+                        int64_t step, const char *const *extra_keys, const char *const *extra_values, int n_extra,
                         char *err, size_t errlen);
 
 // ---- in-memory twins, for tests and fuzzing: `name` labels the messages ----
@@ -101,7 +105,7 @@ int st_write_checkpoint(const char *path, GPTConfig cfg, const float *params, co
 int st_read_config_buffer(const void *data, size_t len, const char *name, GPTConfig *cfg, int *has_optimizer,
                           char *err, size_t errlen);
 int st_read_checkpoint_buffer(const void *data, size_t len, const char *name, GPTConfig cfg, float *params,
-                              float *m, float *v, int *step, char *metadata_json_out, size_t metadata_cap,
+                              float *m, float *v, int64_t *step, char *metadata_json_out, size_t metadata_cap,
                               char *err, size_t errlen);
 // a Hugging Face directory given as the text of config.json and the bytes of model.safetensors.
 // params NULL: *cfg receives the config (header checks only); params given: *cfg is the expected
@@ -111,7 +115,8 @@ int st_read_hf_buffers(const char *config_json, size_t config_len, const void *w
 
 // The "adamw" metadata value (a JSON object, as shared/checkpoint.py writes it) as numbers; keys that
 // are absent keep AdamWConfig's defaults (0.9, 0.95, 1e-8, 0.1, 1.0). *grad_clip is negative when the
-// file says null (no clipping). Returns GPT_OK or ST_ERR_CHECKPOINT.
+// file says null (no clipping). Values outside AdamWConfig's ranges (beta1, beta2 in [0, 1), eps > 0,
+// weight_decay >= 0, grad_clip null or > 0) are refused. Returns GPT_OK or ST_ERR_CHECKPOINT.
 int st_parse_adamw(const char *json, double *beta1, double *beta2, double *eps, double *weight_decay,
                    double *grad_clip, char *err, size_t errlen);
 

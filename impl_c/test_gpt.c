@@ -266,7 +266,11 @@ static StepResult train_step(GPT *m, const float *params0, const int32_t *idx, c
     }
     r.logits = copy_of(gpt_logits(m), nl);
     r.grads = copy_of(gpt_grads(m), n);
-    r.norm = gpt_adamw_update(m, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f);
+    rc = gpt_adamw_update(m, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, &r.norm);
+    if (rc != GPT_OK) {
+        fprintf(stderr, "test: update failed: %s\n", gpt_error(m));
+        exit(2);
+    }
     r.params = copy_of(gpt_params(m), n);
     r.m = copy_of(gpt_adam_m(m), n);
     r.v = copy_of(gpt_adam_v(m), n);
@@ -518,15 +522,16 @@ static void test_params_and_errors(void) {
     GPTConfig bad = {.n_layer = 2, .n_head = 3, .n_embd = 16, .block_size = 16, .vocab_size = 29,
                      .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
     GPT *none = gpt_create(bad, err, sizeof(err));
-    check(none == NULL && strstr(err, "multiple") != NULL, "config: n_embd % n_head != 0", "%s", err);
+    check(none == NULL && strstr(err, "divisible") != NULL, "config: n_embd % n_head != 0", "%s", err);
     bad = c;
     bad.residual = 2;
     none = gpt_create(bad, err, sizeof(err));
-    check(none == NULL && strstr(err, "0 or 1") != NULL, "config: residual 2", "%s", err);
+    check(none == NULL && strstr(err, "config.residual") != NULL, "config: residual 2", "%s", err);
     bad = c;
     bad.position_embedding = -1;
     none = gpt_create(bad, err, sizeof(err));
-    check(none == NULL && strstr(err, "0 or 1") != NULL, "config: position_embedding -1", "%s", err);
+    check(none == NULL && strstr(err, "config.position_embedding") != NULL, "config: position_embedding -1",
+          "%s", err);
 
     GPT *m = create(c);
     int32_t idx[2 * 17], targets[2 * 17];
@@ -568,6 +573,197 @@ static void test_params_and_errors(void) {
     gpt_destroy(m);
 }
 
+// SPEC.md "Limits": each bound, at the bound and one past it; the message names the field and the range
+static void test_limits(void) {
+    const GPTConfig ok = {.n_layer = 2, .n_head = 2, .n_embd = 16, .block_size = 16, .vocab_size = 29,
+                          .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
+    struct {
+        const char *what;
+        GPTConfig c;
+        int want;
+        const char *says;
+    } cases[] = {
+        {"n_layer 2^16", {65536, 1, 4, 1, 1, 1, 1, 1}, GPT_OK, ""},
+        {"n_layer 2^16 + 1", {65537, 1, 4, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.n_layer must be in 1 .. 65536, got 65537"},
+        {"n_layer 0", {0, 1, 4, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG, "must be in 1 .. 65536, got 0"},
+        {"n_embd 2^20 + 1", {1, 1, (1 << 20) + 1, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.n_embd must be in 1 .. 1048576"},
+        {"block_size 2^20 + 1", {1, 1, 4, (1 << 20) + 1, 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.block_size must be in 1 .. 1048576"},
+        {"vocab_size 2^30", {1, 1, 4, 1, 1 << 30, 1, 1, 1}, GPT_OK, ""},
+        {"vocab_size 2^30 + 1", {1, 1, 4, 1, (1 << 30) + 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.vocab_size must be in 1 .. 1073741824"},
+        {"vocab_size -5", {1, 1, 4, 1, -5, 1, 1, 1}, GPT_ERR_CONFIG, "got -5"},
+        {"n_head > n_embd", {1, 8, 4, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG,
+         "config.n_head must be in 1 .. n_embd (4), got 8"},
+        {"over 2^40 parameters", {65536, 1, 4096, 1, 1, 1, 1, 1}, GPT_ERR_CONFIG, "at most 2^40"},
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        err[0] = '\0';
+        int rc = gpt_config_check(cases[i].c, err, sizeof(err));
+        int ok = rc == cases[i].want && strstr(err, cases[i].says) != NULL;
+        check(ok, "limits", "%s: %d %s", cases[i].what, rc, err);
+    }
+    // the one parameter table: offsets tile the flat buffer, in canonical order, for a large config too
+    GPTConfig big = {65536, 1, 4, 1, 1, 1, 1, 1};
+    int tiled = 1;
+    GPTConfig configs[2] = {ok, big};
+    for (int k = 0; k < 2; k++) {
+        size_t at = 0;
+        for (int i = 0; i < gpt_num_tensors(configs[k]); i++) {
+            tiled &= gpt_tensor_offset(configs[k], i) == at;
+            at += gpt_tensor_numel(configs[k], i);
+        }
+        tiled &= at == gpt_num_params(configs[k]);
+    }
+    check(tiled, "limits", "gpt_tensor_offset tiles the buffer (tiny; 65536 layers: %zu params)",
+          gpt_num_params(big));
+}
+
+// exp_fast at the edges: NaN in, NaN out, and no float -> int conversion of NaN (UBSan's
+// float-cast-overflow, which `make asan` turns into a failure, saw one here before)
+static void test_exp_edges(void) {
+    float nan_out = exp_fast(NAN), big = exp_fast(INFINITY), tiny = exp_fast(-INFINITY), one = exp_fast(0.0f);
+    check(isnan(nan_out) && isfinite(big) && big > 1e38f && tiny >= 0.0f && tiny < 1e-37f && one == 1.0f,
+          "exp_fast edges", "nan -> %g, inf -> %g, -inf -> %g, 0 -> %g", nan_out, big, tiny, one);
+}
+
+typedef struct {
+    float *params, *m, *v;
+    int64_t step;
+} Snapshot;
+
+static Snapshot snapshot(GPT *m) {
+    size_t n = m->num_params;
+    return (Snapshot){copy_of(gpt_params(m), n), copy_of(gpt_adam_m(m), n), copy_of(gpt_adam_v(m), n),
+                      gpt_get_step(m)};
+}
+
+static int unchanged(GPT *m, Snapshot s) {  // bit for bit, NaNs included
+    size_t n = m->num_params * sizeof(float);
+    return memcmp(s.params, gpt_params(m), n) == 0 && memcmp(s.m, gpt_adam_m(m), n) == 0 &&
+           memcmp(s.v, gpt_adam_v(m), n) == 0 && s.step == gpt_get_step(m);
+}
+
+static void free_snapshot(Snapshot s) { free(s.params), free(s.m), free(s.v); }
+
+static int all_finite(const float *a, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(a[i])) return 0;
+    return 1;
+}
+
+// the step counter is 64 bits, bounded by 2^53; a model at 2^53 takes no more steps
+static void test_step_counter(void) {
+    GPTConfig c = {.n_layer = 1, .n_head = 2, .n_embd = 8, .block_size = 8, .vocab_size = 11,
+                   .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
+    GPT *m = create(c);
+    randomize(m);
+    int32_t idx[2 * 8], targets[2 * 8];
+    random_tokens(idx, targets, 2 * 8, c.vocab_size);
+    float loss = 0.0f, norm = 0.0f;
+    // from 2^31 - 1, where a 32-bit counter overflowed to INT_MIN and every weight became NaN
+    int rc = gpt_set_step(m, 2147483647);
+    rc |= gpt_train_step(m, idx, targets, 2, 8, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, &loss, &norm);
+    check(rc == GPT_OK && gpt_get_step(m) == 2147483648LL && all_finite(gpt_params(m), m->num_params),
+          "step 2^31 - 1 -> 2^31", "rc %d, step %lld, weights finite %d", rc, (long long)gpt_get_step(m),
+          all_finite(gpt_params(m), m->num_params));
+    rc = gpt_set_step(m, (1LL << 32) + 3);
+    check(rc == GPT_OK && gpt_get_step(m) == (1LL << 32) + 3, "step 2^32 + 3 kept exactly", "%lld",
+          (long long)gpt_get_step(m));
+    rc = gpt_set_step(m, -1);
+    int rc2 = gpt_set_step(m, GPT_MAX_STEP + 1);
+    check(rc == GPT_ERR_INPUT && rc2 == GPT_ERR_INPUT && gpt_get_step(m) == (1LL << 32) + 3,
+          "set_step -1 or 2^53 + 1 refused", "%s", gpt_error(m));
+    rc = gpt_set_step(m, GPT_MAX_STEP);
+    Snapshot before = snapshot(m);
+    rc |= gpt_train_step(m, idx, targets, 2, 8, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL, NULL) !=
+          GPT_ERR_INPUT;
+    rc |= gpt_adamw_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL) != GPT_ERR_INPUT;
+    check(rc == GPT_OK && unchanged(m, before) && strstr(gpt_error(m), "2^53"), "step 2^53: no more steps",
+          "%s",
+          gpt_error(m));
+    free_snapshot(before);
+    gpt_destroy(m);
+}
+
+// SPEC.md "Limits": a diverging run stops before the step changes anything; given gradients that are
+// not finite, and AdamW settings out of range, are refused
+static void test_divergence(void) {
+    GPTConfig c = {.n_layer = 1, .n_head = 2, .n_embd = 8, .block_size = 8, .vocab_size = 11,
+                   .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
+    GPT *m = create(c);
+    randomize(m);
+    int32_t idx[2 * 8], targets[2 * 8];
+    random_tokens(idx, targets, 2 * 8, c.vocab_size);
+    // an absurd learning rate: the first step blows the weights up, a later one finds the loss not finite
+    int rc = GPT_OK, steps = 0;
+    Snapshot before = snapshot(m);
+    for (; steps < 5 && rc == GPT_OK; steps++) {
+        free_snapshot(before);
+        before = snapshot(m);
+        rc = gpt_train_step(m, idx, targets, 2, 8, 1e30f, 0.9f, 0.95f, 1e-8f, 0.0f, 0.0f, NULL, NULL);
+    }
+    char want[64];
+    snprintf(want, sizeof(want), "step %lld: the ", (long long)before.step);
+    check(rc == GPT_ERR_DIVERGED && strstr(gpt_error(m), want) && strstr(gpt_error(m), "the run diverged") &&
+              unchanged(m, before),
+          "lr 1e30 diverges", "after %d calls, rc %d: %s; weights, moments, step unchanged", steps, rc,
+          gpt_error(m));
+    free_snapshot(before);
+
+    randomize(m);
+    gpt_set_step(m, 12);
+    memset(gpt_adam_m(m), 0, m->num_params * sizeof(float));
+    memset(gpt_adam_v(m), 0, m->num_params * sizeof(float));
+    gpt_params(m)[0] = NAN;  // wte[0][0]: the forward sees it if token 0 is read
+    idx[0] = 0;
+    before = snapshot(m);
+    rc = gpt_train_step(m, idx, targets, 2, 8, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL, NULL);
+    check(rc == GPT_ERR_DIVERGED && strstr(gpt_error(m), "step 12: the loss is nan; the run diverged") &&
+              unchanged(m, before),
+          "a NaN weight: loss nan", "%s", gpt_error(m));
+    free_snapshot(before);
+    gpt_params(m)[0] = 0.0f;
+
+    // given gradients: a NaN or inf is the caller's mistake, named by tensor
+    gpt_zero_grad(m);
+    size_t at = gpt_tensor_offset(c, 6) + 3;  // h.0.attn.c_proj.weight
+    gpt_grads(m)[at] = INFINITY;
+    before = snapshot(m);
+    rc = gpt_adamw_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL);
+    check(rc == GPT_ERR_INPUT && strstr(gpt_error(m), "h.0.attn.c_proj.weight holds inf") &&
+              unchanged(m, before),
+          "apply: an inf gradient", "%s", gpt_error(m));
+    gpt_grads(m)[at] = NAN;
+    rc = gpt_adamw_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL);
+    check(rc == GPT_ERR_INPUT && strstr(gpt_error(m), "holds nan") && unchanged(m, before),
+          "apply: a NaN gradient",
+          "%s", gpt_error(m));
+    gpt_grads(m)[at] = 0.5f;
+    const float settings[][6] = {
+        {NAN, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, {-1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f},
+        {1e-3f, 1.0f, 0.95f, 1e-8f, 0.1f, 1.0f}, {1e-3f, 0.9f, -0.1f, 1e-8f, 0.1f, 1.0f},
+        {1e-3f, 0.9f, 0.95f, 0.0f, 0.1f, 1.0f}, {1e-3f, 0.9f, 0.95f, 1e-8f, -0.1f, 1.0f},
+        {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, INFINITY},
+    };
+    int refused = 1;
+    for (int i = 0; i < 7; i++) {
+        const float *a = settings[i];
+        refused &= gpt_adamw_update(m, a[0], a[1], a[2], a[3], a[4], a[5], NULL) == GPT_ERR_INPUT;
+        refused &= gpt_train_step(m, idx, targets, 2, 8, a[0], a[1], a[2], a[3], a[4], a[5], NULL, NULL) ==
+                   GPT_ERR_INPUT;
+    }
+    check(refused && unchanged(m, before), "AdamW settings out of range", "%s", gpt_error(m));
+    float norm = 0.0f;
+    rc = gpt_adamw_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, &norm);
+    check(rc == GPT_OK && norm == 0.5f && gpt_get_step(m) == 13, "apply: finite gradients", "norm %g", norm);
+    free_snapshot(before);
+    gpt_destroy(m);
+}
+
 int main(void) {
     printf("threads: %d\n", gpt_get_num_threads());
     int sizes[] = {1, 7, 65};
@@ -601,6 +797,10 @@ int main(void) {
     }
     test_ablation_activations();
     test_params_and_errors();
+    test_limits();
+    test_exp_edges();
+    test_step_counter();
+    test_divergence();
     printf(failures == 0 ? "all tests passed\n" : "%d FAILED\n", failures);
     return failures == 0 ? 0 : 1;
 }

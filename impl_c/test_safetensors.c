@@ -3,6 +3,7 @@
 // Prints one line per check; exits non-zero if any failed.
 //   test_safetensors                 run the tests (in a fresh folder under $TMPDIR or /tmp)
 //   test_safetensors --seeds DIR     write a seed corpus for fuzz_safetensors into DIR
+//   test_safetensors --json-seeds DIR   ... and for fuzz_json
 //   test_safetensors --dict FILE     write a libFuzzer dictionary of the format's words
 #define _POSIX_C_SOURCE 200809L  // mkdtemp, nftw-free cleanup with opendir
 
@@ -97,6 +98,13 @@ static float *random_params(GPTConfig c) {
     float *p = malloc(n * sizeof *p);
     for (size_t i = 0; i < n; i++) p[i] = rndf();
     return p;
+}
+
+// second moments are >= 0 (SPEC.md "Limits"): the readers refuse a negative one
+static float *random_moments(GPTConfig c) {
+    float *v = random_params(c);
+    for (size_t i = 0; i < nparams(c); i++) v[i] = fabsf(v[i]);
+    return v;
 }
 
 // ---- building files by hand: any header, any bytes ----
@@ -218,7 +226,8 @@ static int write_file(const char *path, const void *data, size_t len) {
 // reads a buffer as a whole checkpoint: config, then data; returns the first error code
 static int read_all(const void *data, size_t len, char *err, size_t errlen) {
     GPTConfig c;
-    int has_opt = 0, step = 0;
+    int has_opt = 0;
+    int64_t step = 0;
     int rc = st_read_config_buffer(data, len, "buf", &c, &has_opt, err, errlen);
     if (rc) return rc;
     size_t n = nparams(c);
@@ -283,14 +292,15 @@ static int count_entries(const char *dir) {
 static void test_round_trip(void) {
     GPTConfig c = TINY;
     size_t n = nparams(c);
-    float *p = random_params(c), *m = random_params(c), *v = random_params(c);
+    float *p = random_params(c), *m = random_params(c), *v = random_moments(c);
     float *p2 = malloc(n * 4), *m2 = malloc(n * 4), *v2 = malloc(n * 4);
     char err[512] = "", meta[8192], value[4096];
     const char *path = path_in("weights.safetensors");
     int rc = st_write_checkpoint(path, c, p, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
     check(rc == 0, "write weights-only checkpoint: %s", err);
     GPTConfig got;
-    int has_opt = -1, step = -1;
+    int has_opt = -1;
+    int64_t step = -1;
     rc = st_read_config(path, &got, &has_opt, err, sizeof err);
     check(rc == 0 && !memcmp(&got, &c, sizeof c) && has_opt == 0, "read_config: config and has_optimizer 0 (%s)", err);
     memset(m2, 0xFF, n * 4);
@@ -362,7 +372,7 @@ static void test_round_trip(void) {
 static void test_writer_rejects(void) {
     GPTConfig c = SMALL;
     size_t n = nparams(c);
-    float *p = random_params(c), *m = random_params(c), *v = random_params(c);
+    float *p = random_params(c), *m = random_params(c), *v = random_moments(c);
     char err[512] = "";
     const char *dir = path_in("rejects");
     mkdir(dir, 0777);
@@ -396,8 +406,31 @@ static void test_writer_rejects(void) {
     check(rc == GPT_ERR_INPUT, "a NULL metadata key -> GPT_ERR_INPUT: %s", err);
     rc = st_write_checkpoint(path, c, p, m, NULL, 0, NULL, NULL, 0, err, sizeof err);
     check(rc == GPT_ERR_INPUT, "m without v -> GPT_ERR_INPUT: %s", err);
+    // SPEC.md "Limits": the writer refuses (CheckpointError) what the readers would reject
     rc = st_write_checkpoint(path, c, p, m, v, -1, NULL, NULL, 0, err, sizeof err);
-    check(rc == GPT_ERR_INPUT, "negative step -> GPT_ERR_INPUT: %s", err);
+    check(rc == ST_ERR_CHECKPOINT && strstr(err, "step -1"), "negative step -> ST_ERR_CHECKPOINT: %s", err);
+    rc = st_write_checkpoint(path, c, p, m, v, (1LL << 53) + 1, NULL, NULL, 0, err, sizeof err);
+    check(rc == ST_ERR_CHECKPOINT && strstr(err, "0 .. 2^53"), "step 2^53 + 1 -> ST_ERR_CHECKPOINT: %s", err);
+    v[n - 1] = -1e-9f;
+    rc = st_write_checkpoint(path, c, p, m, v, 1, NULL, NULL, 0, err, sizeof err);
+    check(rc == ST_ERR_CHECKPOINT && strstr(err, "ln_f.bias holds a negative value"),
+          "a negative second moment -> ST_ERR_CHECKPOINT: %s", err);
+    v[n - 1] = -0.0f;  // not negative: -0.0 >= 0
+    rc = st_write_checkpoint(path, c, p, m, v, 1, NULL, NULL, 0, err, sizeof err);
+    check(rc == 0, "a second moment of -0.0 is written: %s", err);
+    unlink(path);
+    m[3] = NAN;
+    rc = st_write_checkpoint(path, c, p, m, v, 1, NULL, NULL, 0, err, sizeof err);
+    check(rc == ST_ERR_CHECKPOINT && strstr(err, "first moments: wte.weight holds NaN"), "a NaN first moment -> ST_ERR_CHECKPOINT: %s", err);
+    m[3] = 0;
+    const char *k4[] = {"adamw"};
+    const char *bad_settings[] = {"{\"beta1\": 1.0}", "{\"beta2\": -0.5}", "{\"eps\": 0}", "{\"weight_decay\": -1}",
+                                  "{\"grad_clip\": 0}", "{\"eps\": true}", "{\"grad_clip\": false}"};
+    for (int i = 0; i < 7; i++) {
+        const char *v4[] = {bad_settings[i]};
+        rc = st_write_checkpoint(path, c, p, m, v, 1, k4, v4, 1, err, sizeof err);
+        check(rc == GPT_ERR_INPUT, "write adamw %s -> GPT_ERR_INPUT: %s", bad_settings[i], err);
+    }
     rc = st_write_checkpoint(path, c, NULL, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
     check(rc == GPT_ERR_INPUT, "params NULL -> GPT_ERR_INPUT: %s", err);
     GPTConfig bad = c;
@@ -411,7 +444,7 @@ static void test_writer_rejects(void) {
     bad = (GPTConfig){2147483647, 1, 2147483647, 1, 1, 1, 1, 1};
     rc = st_write_checkpoint(path, bad, p, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
     check(rc == GPT_ERR_CONFIG, "a config too large to address -> GPT_ERR_CONFIG: %s", err);
-    p[n / 2] = NAN;
+    p[n / 2] = NAN;  // the writer refusing NaN weights
     rc = st_write_checkpoint(path, c, p, NULL, NULL, 0, NULL, NULL, 0, err, sizeof err);
     check(rc == ST_ERR_CHECKPOINT && strstr(err, "NaN"), "a NaN weight -> ST_ERR_CHECKPOINT: %s", err);
     p[n / 2] = 0;
@@ -435,7 +468,7 @@ static void test_writer_rejects(void) {
 static unsigned char *valid_small(int training, size_t *len) {
     GPTConfig c = SMALL;
     File f = {0};
-    float *p = random_params(c), *m = random_params(c), *v = random_params(c);
+    float *p = random_params(c), *m = random_params(c), *v = random_moments(c);
     config_meta(f.meta, sizeof f.meta, c, training ? "\"step\":\"5\"" : NULL);
     add_canonical(&f, c, "", p);
     if (training) add_canonical(&f, c, "optim.m.", m), add_canonical(&f, c, "optim.v.", v);
@@ -621,7 +654,7 @@ static void test_invalid_json(void) {
 
 static void test_tensor_defects(void) {
     GPTConfig c = SMALL;
-    float *p = random_params(c), *m = random_params(c), *v = random_params(c);
+    float *p = random_params(c), *m = random_params(c), *v = random_moments(c);
     File f = {0};
 #define FRESH(training)                                                                                \
     do {                                                                                               \
@@ -823,8 +856,10 @@ static void test_tensor_defects(void) {
     }
 
     // training checkpoints
-    const char *steps[] = {"\"5\"", "\" 1_000 \"", "\"+7\"", "\"007\"", "\"-0\""};
-    for (int i = 0; i < 5; i++) {
+    // 64-bit steps up to 2^53 (SPEC.md "Limits"); a 32-bit counter wrapped at 2^31
+    const char *steps[] = {"\"5\"", "\" 1_000 \"", "\"+7\"", "\"007\"", "\"-0\"", "\"2147483648\"", "\"4294967299\"",
+                           "\"9007199254740992\""};
+    for (int i = 0; i < 8; i++) {
         FRESH(1);
         char more[64];
         snprintf(more, sizeof more, "\"step\":%s", steps[i]);
@@ -833,7 +868,7 @@ static void test_tensor_defects(void) {
         snprintf(w, sizeof w, "step %s", steps[i]);
         expect_code(&f, 0, w);
     }
-    const char *bad_steps[] = {"\"\"", "\"x\"", "\"-1\"", "\"1.0\"", "\"1__0\"", "\"_1\"", "\"1_\"", "\"2147483648\"", "\"99999999999999999999999\"", "\"0x10\""};
+    const char *bad_steps[] = {"\"\"", "\"x\"", "\"-1\"", "\"1.0\"", "\"1__0\"", "\"_1\"", "\"1_\"", "\"9007199254740993\"", "\"99999999999999999999999\"", "\"0x10\""};
     for (int i = 0; i < 10; i++) {
         FRESH(1);
         char more[64];
@@ -867,8 +902,12 @@ static void test_tensor_defects(void) {
     config_meta(f.meta, sizeof f.meta, c,
                 "\"step\":\"5\",\"adamw\":\"{\\\"beta1\\\": 0.9, \\\"beta2\\\": 0.95, \\\"eps\\\": 1e-08, \\\"weight_decay\\\": 0.1, \\\"grad_clip\\\": 1.0}\"");
     expect_code(&f, 0, "a training checkpoint with adamw");
-    const char *bad_adamw[] = {"\"adamw\":\"\"", "\"adamw\":\"[]\"", "\"adamw\":\"{\\\"lr\\\": 1}\"", "\"adamw\":\"{\\\"eps\\\": \\\"small\\\"}\""};
-    for (int i = 0; i < 4; i++) {
+    const char *bad_adamw[] = {"\"adamw\":\"\"", "\"adamw\":\"[]\"", "\"adamw\":\"{\\\"lr\\\": 1}\"", "\"adamw\":\"{\\\"eps\\\": \\\"small\\\"}\"",
+                               // AdamWConfig's ranges (SPEC.md "Limits"), and a bool is not a number
+                               "\"adamw\":\"{\\\"eps\\\": true}\"", "\"adamw\":\"{\\\"beta1\\\": 1.0}\"", "\"adamw\":\"{\\\"beta2\\\": -0.1}\"",
+                               "\"adamw\":\"{\\\"eps\\\": 0.0}\"", "\"adamw\":\"{\\\"weight_decay\\\": -0.1}\"", "\"adamw\":\"{\\\"grad_clip\\\": -1}\"",
+                               "\"adamw\":\"{\\\"grad_clip\\\": 0}\""};
+    for (int i = 0; i < 11; i++) {
         FRESH(1);
         char more[200];
         snprintf(more, sizeof more, "\"step\":\"5\",%s", bad_adamw[i]);
@@ -909,7 +948,7 @@ static int read_dir(const char *dir, GPTConfig *got, float *params, char *err, s
     int rc = st_read_config(dir, got, &has_opt, err, errlen);
     if (rc) return rc;
     char meta[64];
-    int step = -1;
+    int64_t step = -1;
     rc = st_read_checkpoint(dir, *got, params, NULL, NULL, &step, meta, sizeof meta, err, errlen);
     if (!rc && (has_opt != 0 || step != 0 || strcmp(meta, "{}"))) return -100;
     return rc;
@@ -1203,7 +1242,7 @@ static int write_seed(const char *dir, const char *name, unsigned char mode, con
 static int write_seeds(const char *dir) {
     mkdir(dir, 0777);
     GPTConfig c = {1, 1, 2, 2, 3, 1, 1, 1};  // the fuzzer's small config
-    float *p = random_params(c), *m = random_params(c), *v = random_params(c);
+    float *p = random_params(c), *m = random_params(c), *v = random_moments(c);
     File f = {0};
     size_t len;
     int rc = 0;
@@ -1265,6 +1304,32 @@ static int write_seeds(const char *dir) {
 }
 
 // a libFuzzer dictionary (-dict=FILE): the words of the format
+// seeds for fuzz_json: mode byte, then the text (see fuzz_json.c)
+static int write_json_seeds(const char *dir) {
+    static const char *const adamw[] = {
+        "{\"beta1\": 0.9, \"beta2\": 0.95, \"eps\": 1e-08, \"weight_decay\": 0.1, \"grad_clip\": 1.0}",
+        "{\"beta1\": 0.8, \"grad_clip\": null}", "{}", "{\"eps\": true}", "{\"beta2\": 1e400}", "{\"beta1\": -0.0}",
+    };
+    static const char *const configs[] = {
+        "{\"block_size\": 16, \"n_embd\": 16, \"n_head\": 2, \"n_layer\": 2, \"vocab_size\": 29}",
+        "{\"block_size\": 16, \"n_embd\": 16, \"n_head\": 2, \"n_layer\": 2, \"residual\": false, \"vocab_size\": 29}",
+        "{\"n_layer\": 65536, \"n_head\": 1, \"n_embd\": 4, \"n_positions\": 3, \"vocab_size\": 5}",
+        "{\"n_layer\": 1, \"n_head\": 1, \"n_embd\": 4, \"block_size\": 3, \"vocab_size\": 99999999999999999999}",
+    };
+    char name[32];
+    for (size_t i = 0; i < sizeof adamw / sizeof adamw[0]; i++)
+        if (write_seed(dir, (snprintf(name, sizeof name, "adamw%zu", i), name), 0, adamw[i], strlen(adamw[i]), NULL, 0))
+            return 1;
+    for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
+        if (write_seed(dir, (snprintf(name, sizeof name, "config%zu", i), name), 2, configs[i], strlen(configs[i]), NULL, 0))
+            return 1;
+        if (write_seed(dir, (snprintf(name, sizeof name, "hf%zu", i), name), 1, configs[i], strlen(configs[i]), NULL, 0))
+            return 1;
+    }
+    if (write_seed(dir, "hf", 1, HF_CONFIG, strlen(HF_CONFIG), NULL, 0)) return 1;
+    return 0;
+}
+
 static int write_dict(const char *path) {
     const char *words[] = {
         "\"__metadata__\"", "\"dtype\"", "\"shape\"", "\"data_offsets\"", "\"F32\"", "\"F16\"", "\"F64\"",
@@ -1285,9 +1350,109 @@ static int write_dict(const char *path) {
     return fclose(fp) != 0;
 }
 
+// ---- SPEC.md "Limits" ----
+
+// reads a buffer's step (and checks the data) with the file's own config
+static int read_step(const void *data, size_t len, int64_t *step, char *err, size_t errlen) {
+    GPTConfig c;
+    int rc = st_read_config_buffer(data, len, "buf", &c, NULL, err, errlen);
+    if (rc) return rc;
+    size_t n = nparams(c);
+    float *p = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4);
+    rc = st_read_checkpoint_buffer(data, len, "buf", c, p, m, v, step, NULL, 0, err, errlen);
+    free(p), free(m), free(v);
+    return rc;
+}
+
+static void test_limits(void) {
+    GPTConfig c = SMALL;
+    size_t n = nparams(c), len;
+    float *p = random_params(c), *m = random_params(c), *v = random_moments(c);
+    File f = {0};
+    char err[512], more[64];
+
+    // the step is 64 bits: 2^32 + 3 is read exactly (a 32-bit reader wrapped or refused it), and the
+    // writer writes what the reader reads
+    const int64_t steps[] = {(1LL << 32) + 3, 2147483647, 1LL << 53};
+    for (int i = 0; i < 3; i++) {
+        config_meta(f.meta, sizeof f.meta, c, (snprintf(more, sizeof more, "\"step\":\"%lld\"", (long long)steps[i]), more));
+        add_canonical(&f, c, "", p), add_canonical(&f, c, "optim.m.", m), add_canonical(&f, c, "optim.v.", v);
+        unsigned char *b = build(&f, &len);
+        int64_t step = -1;
+        int rc = read_step(b, len, &step, err, sizeof err);
+        check(rc == 0 && step == steps[i], "step %lld read exactly: %lld (%s)", (long long)steps[i], (long long)step, err);
+        const char *path = path_in("limits.safetensors");
+        rc = st_write_checkpoint(path, c, p, m, v, steps[i], NULL, NULL, 0, err, sizeof err);
+        step = -1;
+        rc = rc ? rc : st_read_checkpoint(path, c, p, NULL, NULL, &step, NULL, 0, err, sizeof err);
+        check(rc == 0 && step == steps[i], "step %lld written and read back: %lld (%s)", (long long)steps[i],
+              (long long)step, err);
+        free(b);
+        file_free(&f);
+    }
+
+    // a negative second moment poisons the next step (sqrt(v) is NaN): refused, naming the tensor
+    config_meta(f.meta, sizeof f.meta, c, "\"step\":\"5\"");
+    add_canonical(&f, c, "", p), add_canonical(&f, c, "optim.m.", m), add_canonical(&f, c, "optim.v.", v);
+    T *t = find_tensor(&f, "optim.v.h.0.attn.c_proj.weight");
+    ((float *)t->data)[2] = -1e-20f;
+    unsigned char *b = build(&f, &len);
+    int rc = read_all(b, len, err, sizeof err);
+    check(rc == ST_ERR_CHECKPOINT && strstr(err, "second moments: h.0.attn.c_proj.weight holds a negative value"),
+          "a negative v in a checkpoint -> ST_ERR_CHECKPOINT: %s", err);
+    free(b);
+    ((float *)t->data)[2] = -0.0f;
+    b = build(&f, &len);
+    rc = read_all(b, len, err, sizeof err);
+    check(rc == 0, "a v of -0.0 is not negative: %s", err);
+    free(b);
+    file_free(&f);
+
+    // a small file claiming a huge config: refused at once, before anything is sized from the config
+    const struct {
+        int n_layer, n_embd, want;
+        const char *says;
+    } huge[] = {
+        {1000000, 4, GPT_ERR_CONFIG, "config.n_layer must be in 1 .. 65536, got 1000000"},
+        {65536, 4, ST_ERR_CHECKPOINT, "needs 786436 tensors; the file has 17"},
+    };
+    for (int i = 0; i < 2; i++) {
+        add_canonical(&f, c, "", p);
+        add_tensor(&f, "padding", "U8", 1, (uint64_t[]){20000}, NULL, 20000);  // a 20 KB file
+        GPTConfig big = c;
+        big.n_layer = huge[i].n_layer, big.n_embd = huge[i].n_embd;
+        config_meta(f.meta, sizeof f.meta, big, NULL);
+        b = build(&f, &len);
+        GPTConfig got;
+        rc = st_read_config_buffer(b, len, "buf", &got, NULL, err, sizeof err);
+        check(rc == huge[i].want && strstr(err, huge[i].says), "%zu bytes, n_layer %d -> %d: %s", len, huge[i].n_layer,
+              rc, err);
+        free(b);
+        file_free(&f);
+    }
+    // enough tensors listed (empty ones), too few bytes: 2 per parameter at least
+    for (int i = 0; i < 16; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "empty%d", i);
+        add_tensor(&f, name, "F32", 1, (uint64_t[]){0}, NULL, 0);
+    }
+    add_tensor(&f, "padding", "U8", 1, (uint64_t[]){100}, NULL, 100);
+    config_meta(f.meta, sizeof f.meta, c, NULL);
+    b = build(&f, &len);
+    GPTConfig got;
+    rc = st_read_config_buffer(b, len, "buf", &got, NULL, err, sizeof err);
+    char want[96];
+    snprintf(want, sizeof want, "needs %zu bytes of tensor data (2 per parameter); the file has 100", 2 * n);
+    check(rc == ST_ERR_CHECKPOINT && strstr(err, want), "17 tensors but 100 bytes of data: %s", err);
+    free(b);
+    file_free(&f);
+    free(p), free(m), free(v);
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--seeds")) return write_seeds(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "--dict")) return write_dict(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "--json-seeds")) return write_json_seeds(argv[2]);
     char base[1024];
     const char *t = getenv("TMPDIR");
     snprintf(base, sizeof base, "%s/test_safetensors.XXXXXX", t && t[0] ? t : "/tmp");
@@ -1304,6 +1469,7 @@ int main(int argc, char **argv) {
     test_hf();
     test_ablations();
     test_paths();
+    test_limits();
     rm_rf(tmpdir);
     printf("%d checks, %d failed\n", n_checks, n_failed);
     return n_failed ? 1 : 0;

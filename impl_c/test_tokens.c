@@ -2,6 +2,7 @@
 // in the header, and every malformed header and file, each of which must come back as one error line
 // naming the file and the problem, never a crash. The headers are built here byte by byte, so the test
 // does not trust the code it tests. Prints one line per check; exits non-zero if any failed.
+//   test_tokens --seeds DIR   write a seed corpus for fuzz_tokens into DIR
 #define _POSIX_C_SOURCE 200809L  // mkdtemp
 
 #include <stdarg.h>
@@ -202,7 +203,30 @@ static void test_not_token_files(void) {
     expect_error(path_in("folder"), "not a regular file", "a folder");
 }
 
-int main(void) {
+// seeds for fuzz_tokens: valid files of both widths, and a few broken ones
+static int write_seeds(const char *dir) {
+    unsigned char h[1024], ids[64];
+    for (int i = 0; i < 64; i++) ids[i] = (unsigned char)(i * 7);
+    const struct {
+        uint32_t width, vocab;
+        uint64_t count;
+        const char *kind;
+        size_t nbytes;
+    } seeds[] = {
+        {2, 65, 32, "char", 64}, {4, 70000, 16, "bpe", 64}, {2, 65, 0, "word", 0},
+        {2, 65, 1ull << 40, "char", 64}, {4, 65, 16, "char", 64}, {2, 65, 33, "char", 64},
+    };
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/seed%zu", dir, i);
+        header(h, seeds[i].width, seeds[i].vocab, seeds[i].count, seeds[i].kind);
+        write_file(path, h, sizeof h, ids, seeds[i].nbytes);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--seeds")) return write_seeds(argv[2]);
     const char *t = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/test_tokens.XXXXXX", t && t[0] ? t : "/tmp");
     if (!mkdtemp(tmpdir)) {

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import re
 import subprocess
-from ctypes import POINTER, c_char_p, c_float, c_int
+from ctypes import POINTER, c_char_p, c_float, c_int, c_int64
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from impl_c.gpt import CConfig, library
 from shared.checkpoint import OptimizerState, load_checkpoint, save_checkpoint
 from shared.config import ABLATIONS, GPTConfig
 from shared.data import prepare
-from shared.errors import InputError
+from shared.errors import DivergenceError, InputError
 from shared.params import param_shapes
 from shared.schedule import AdamWConfig
 from shared.tokenizer import WordTokenizer, tokenizer_from_json
@@ -79,7 +79,7 @@ def c_read(path):
         return rc, err.value.decode(), None
     n = lib.gpt_num_params(cfg)
     params, m, v = (np.zeros(n, np.float32) for _ in range(3))
-    step, meta = c_int(-1), ctypes.create_string_buffer(1 << 16)
+    step, meta = c_int64(-1), ctypes.create_string_buffer(1 << 16)
     ptr = lambda a: a.ctypes.data_as(POINTER(c_float))
     rc = lib.st_read_checkpoint(
         str(path).encode(), cfg, ptr(params), ptr(m), ptr(v), ctypes.byref(step), meta, 1 << 16, err, 512
@@ -98,6 +98,7 @@ def c_read(path):
 
 def test_c_reads_what_python_writes(tmp_path):
     state, m, v = (random_state_dict(CONFIG, seed=s) for s in (1, 2, 3))
+    v = {n: np.abs(a) for n, a in v.items()}  # second moments are >= 0 (SPEC.md "Limits")
     path = tmp_path / "ckpt.safetensors"
     opt = OptimizerState(7, m, v, AdamWConfig(beta2=0.99))
     save_checkpoint(path, CONFIG, state, opt, {"tokenizer": json.dumps("abc")})
@@ -113,7 +114,7 @@ def test_c_reads_what_python_writes(tmp_path):
 def test_python_reads_what_c_writes(tmp_path):
     lib, err = library(), ctypes.create_string_buffer(512)
     state, m, v = (flat(random_state_dict(CONFIG, seed=s)) for s in (4, 5, 6))
-    m = np.abs(m)  # any values; v must merely be finite
+    v = np.abs(v)  # m any finite values; v finite and >= 0 (SPEC.md "Limits")
     keys = (c_char_p * 1)(b"tokenizer")
     values = (c_char_p * 1)(json.dumps("xyz").encode())
     ptr = lambda a: a.ctypes.data_as(POINTER(c_float))
@@ -509,3 +510,181 @@ def test_matmul_rejects_mismatched_shapes():
     for args in [(x, w.T), (x[0], w), (x, w, np.zeros(4))]:
         with pytest.raises(InputError, match="matmul needs x"):
             impl_c.gpt.matmul(*args)
+
+
+# ---- SPEC.md "Limits" through the binding and the C reader and writer ----
+
+ST_ERR_CHECKPOINT = 5
+
+
+def c_write(path, state, m=None, v=None, step=0, metadata=None):
+    lib, err = library(), ctypes.create_string_buffer(512)
+    metadata = metadata or {}
+    keys = (c_char_p * max(len(metadata), 1))(*[k.encode() for k in metadata])
+    values = (c_char_p * max(len(metadata), 1))(*[v_.encode() for v_ in metadata.values()])
+    ptr = lambda a: None if a is None else a.ctypes.data_as(POINTER(c_float))
+    rc = lib.st_write_checkpoint(
+        str(path).encode(), CConfig.from_config(CONFIG), ptr(state), ptr(m), ptr(v), step, keys, values,
+        len(metadata), err, 512,
+    )  # fmt: skip
+    return rc, err.value.decode()
+
+
+def training_state(seed=0):
+    state, m, v = (flat(random_state_dict(CONFIG, seed=seed + s)) for s in (0, 1, 2))
+    return state, m, np.abs(v)
+
+
+@pytest.mark.parametrize("step", [2**31 - 1, 2**31, 2**32 + 3, 2**53])
+def test_a_64_bit_step_is_written_and_read_exactly(tmp_path, step):
+    # a 32-bit step wrapped (2^32 + 3 read as 3) or was refused
+    state, m, v = training_state()
+    rc, err = c_write(tmp_path / "c.safetensors", state, m, v, step)
+    assert rc == 0, err
+    rc, err, got = c_read(tmp_path / "c.safetensors")
+    assert rc == 0 and got["step"] == step, err
+    assert load_checkpoint(tmp_path / "c.safetensors").optimizer.step == step
+
+
+@pytest.mark.parametrize("step", [-1, 2**53 + 1])
+def test_the_c_writer_refuses_a_step_outside_the_limits(tmp_path, step):
+    state, m, v = training_state()
+    rc, err = c_write(tmp_path / "c.safetensors", state, m, v, step)
+    assert rc == ST_ERR_CHECKPOINT and "0 .. 2^53" in err
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+@pytest.mark.parametrize("what", ["nan weight", "inf first moment", "negative second moment"])
+def test_the_c_writer_refuses_what_the_readers_reject(tmp_path, what):
+    state, m, v = training_state()
+    {"nan weight": state, "inf first moment": m, "negative second moment": v}[what][5] = {
+        "nan weight": np.nan,
+        "inf first moment": np.inf,
+        "negative second moment": -1e-3,
+    }[what]
+    rc, err = c_write(tmp_path / "c.safetensors", state, m, v, 3)
+    assert rc == ST_ERR_CHECKPOINT and "wte.weight holds" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def raw_checkpoint(path, tensors: dict, metadata: dict):
+    # any file, past the Python writer's checks: safetensors' own serializer
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(a, dtype=np.float32) for k, a in tensors.items()}, str(path), metadata)
+
+
+def training_tensors(v_sign=1.0):
+    state, m, v = (random_state_dict(CONFIG, seed=s) for s in (1, 2, 3))
+    tensors = dict(state)
+    tensors.update({f"optim.m.{n}": a for n, a in m.items()})
+    tensors.update({f"optim.v.{n}": v_sign * np.abs(a) for n, a in v.items()})
+    return tensors
+
+
+def test_the_c_reader_refuses_a_negative_second_moment(tmp_path):
+    # a negative v made the next step's sqrt(v) NaN: it was accepted before
+    tensors = training_tensors()
+    tensors["optim.v.h.1.mlp.c_fc.bias"][3] = -0.5
+    path = tmp_path / "neg.safetensors"
+    raw_checkpoint(path, tensors, {"config": CONFIG.to_json(), "step": "4"})
+    rc, err, _ = c_read(path)
+    assert rc == ST_ERR_CHECKPOINT and "h.1.mlp.c_fc.bias holds a negative value" in err, err
+
+
+@pytest.mark.parametrize(
+    "adamw",
+    ['{"eps": true}', '{"beta1": 1.0}', '{"beta2": -0.01}', '{"eps": 0.0}', '{"weight_decay": -1}',
+     '{"grad_clip": 0}', '{"grad_clip": false}'],
+)  # fmt: skip
+def test_the_c_reader_refuses_adamw_settings_out_of_range(tmp_path, adamw):
+    path = tmp_path / "adamw.safetensors"
+    raw_checkpoint(path, training_tensors(), {"config": CONFIG.to_json(), "step": "4", "adamw": adamw})
+    rc, err, _ = c_read(path)
+    assert rc == ST_ERR_CHECKPOINT and "AdamW settings" in err, err
+
+
+@pytest.mark.parametrize("n_layer, n_embd, code, says", [
+    (10**6, 4, 1, "config.n_layer must be in 1 .. 65536, got 1000000"),
+    (65536, 4, ST_ERR_CHECKPOINT, "needs 786436 tensors; the file has"),
+])  # fmt: skip
+def test_a_small_file_claiming_a_huge_config_is_refused_at_once(tmp_path, n_layer, n_embd, code, says):
+    path = tmp_path / "huge.safetensors"
+    config = json.dumps({"block_size": 3, "n_embd": n_embd, "n_head": 1, "n_layer": n_layer, "vocab_size": 5})
+    raw_checkpoint(path, {"pad": np.zeros(5000, np.float32)}, {"config": config})
+    assert 19_000 < path.stat().st_size < 21_000
+    lib, err, cfg = library(), ctypes.create_string_buffer(512), CConfig()
+    rc = lib.st_read_config(str(path).encode(), ctypes.byref(cfg), None, err, 512)
+    assert rc == code and says in err.value.decode(), err.value
+
+
+def snapshot(model):
+    opt = model.optimizer_state()
+    return model.state_dict(), opt.m, opt.v, opt.step
+
+
+def assert_unchanged(model, before):
+    after = snapshot(model)
+    assert after[3] == before[3]
+    for a, b in zip(after[:3], before[:3]):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_step_2_31_minus_1_trains_one_step():
+    # a 32-bit counter overflowed to INT_MIN here, and every weight became NaN
+    model = impl_c.from_state_dict(CONFIG, random_state_dict(CONFIG, seed=1))
+    zeros = {n: np.zeros(s, np.float32) for n, s in param_shapes(CONFIG).items()}
+    model.load_optimizer_state(OptimizerState(2**31 - 1, zeros, zeros))
+    x, y = batch(CONFIG, 2, 8)
+    assert np.isfinite(model.train_step(x, y, 1e-3))
+    assert model.step == 2**31
+    assert all(np.isfinite(a).all() for a in model.state_dict().values())
+
+
+def test_a_model_at_step_2_53_takes_no_more_steps():
+    model = impl_c.from_state_dict(CONFIG, random_state_dict(CONFIG, seed=1))
+    zeros = {n: np.zeros(s, np.float32) for n, s in param_shapes(CONFIG).items()}
+    with pytest.raises(InputError, match="2\\^53"):
+        model.load_optimizer_state(OptimizerState(2**53 + 1, zeros, zeros))
+    model.load_optimizer_state(OptimizerState(2**53, zeros, zeros))
+    before = snapshot(model)
+    x, y = batch(CONFIG, 2, 8)
+    with pytest.raises(InputError, match="2\\^53"):
+        model.train_step(x, y, 1e-3)
+    assert_unchanged(model, before)
+
+
+def test_an_absurd_learning_rate_diverges_and_changes_nothing():
+    model = impl_c.from_state_dict(CONFIG, random_state_dict(CONFIG, seed=1))
+    x, y = batch(CONFIG, 2, 8)
+    with pytest.raises(DivergenceError) as caught:
+        for _ in range(5):
+            before = snapshot(model)
+            model.train_step(x, y, 1e30)
+    step = before[3]
+    assert str(caught.value).startswith(f"step {step}: the ") and "the run diverged" in str(caught.value)
+    assert_unchanged(model, before)
+
+
+def test_a_nan_weight_makes_the_loss_nan_and_the_step_is_refused():
+    model = impl_c.from_state_dict(CONFIG, random_state_dict(CONFIG, seed=1))
+    model._params[-1] = np.nan  # ln_f.bias[-1], in C's buffer: from_state_dict refuses a NaN weight
+    zeros = {n: np.zeros(s, np.float32) for n, s in param_shapes(CONFIG).items()}
+    model.load_optimizer_state(OptimizerState(12, zeros, zeros))
+    before = snapshot(model)
+    x, y = batch(CONFIG, 2, 8)
+    with pytest.raises(DivergenceError, match=r"^step 12: the loss is nan; the run diverged \(try a lower"):
+        model.train_step(x, y, 1e-3)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_apply_grads_refuses_non_finite_gradients(bad):
+    model = impl_c.from_state_dict(CONFIG, random_state_dict(CONFIG, seed=1))
+    grads = random_state_dict(CONFIG, seed=2)
+    grads["h.0.attn.c_attn.bias"][7] = bad
+    before = snapshot(model)
+    with pytest.raises(InputError, match=r"h\.0\.attn\.c_attn\.bias holds"):
+        model.apply_grads(grads, 1e-3)
+    assert_unchanged(model, before)
