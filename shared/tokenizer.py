@@ -146,7 +146,7 @@ def tokenizer_from_dict(d, where: str):
     if isinstance(d, str):
         return CharTokenizer(d)
     if isinstance(d, dict) and "kind" in d:
-        if d["kind"] not in KINDS:
+        if not isinstance(d["kind"], str) or d["kind"] not in KINDS:
             raise InputError(f"{where}: unknown tokenizer kind {d['kind']!r} (known: {', '.join(KINDS)})")
         return KINDS[d["kind"]].from_dict(d, where)
     if isinstance(d, dict) and "model" in d:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conformance import tiers
 from shared.checkpoint import FORMAT, OptimizerState, load_checkpoint, save_checkpoint
@@ -371,3 +373,161 @@ def _poke(path: Path, name: str, value: float) -> Path:
 )
 def test_bad_moments_and_weights(training, loader, name, value, match):
     refused(loader, _poke(training, name, value), CheckpointError, match)
+
+
+# ---- the tokenizer a checkpoint's metadata carries: whatever the text, a GPTError or a tokenizer ----
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tokenizer_seeds() -> list[str]:
+    from shared.bpe import BPETokenizer
+    from shared.tokenizer import CharTokenizer, WordTokenizer
+
+    return [
+        CharTokenizer("\n !abc").to_json(),
+        json.dumps({"kind": "char", "chars": "xyz"}),
+        WordTokenizer(["the", " ", "cat"]).to_json(),
+        BPETokenizer.train("hello world, hello there; the cat sat", 262).to_json(),
+        (ROOT / "conformance/golden/hf-bpe/tokenizer.json").read_text(),
+    ]
+
+
+SEEDS = tokenizer_seeds()
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def mutate_structure(data, value):
+    """A random node of the parsed JSON replaced by a random value, removed, or given a duplicate key."""
+    path, node = [], value
+    while isinstance(node, (dict, list)) and node and data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(list(node) if isinstance(node, dict) else range(len(node))))
+        path.append(key)
+        node = node[key]
+    new = data.draw(JSON_VALUES)
+    if not path:
+        return json.dumps(new)
+    parent = value
+    for key in path[:-1]:
+        parent = parent[key]
+    action = data.draw(st.sampled_from(["replace", "remove", "twice"]))
+    if action == "remove":
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = new
+    text = json.dumps(value, ensure_ascii=data.draw(st.booleans()))
+    if action == "twice" and isinstance(parent, dict):
+        # the same key again, at the end of the top-level object (json.dumps cannot write one twice)
+        text = (
+            text[:-1] + f", {json.dumps(str(path[-1]))}: {json.dumps(new)}}}" if text.endswith("}") else text
+        )
+    return text
+
+
+def mutate_text(data, text):
+    """A slice of the text deleted, replaced or repeated: JSON that no longer parses, or parses to
+    something else."""
+    i = data.draw(st.integers(0, len(text)))
+    j = data.draw(st.integers(i, min(len(text), i + 8)))
+    insert = data.draw(
+        st.sampled_from(["", "[", "{", "]", "}", '"', ",", "1e999", "true", "\\ud800", text[i:j]])
+    )
+    return text[:i] + insert + text[j:]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_tokenizer_json_fuzz(data):
+    from shared.tokenizer import tokenizer_from_json
+
+    seed = data.draw(st.sampled_from(SEEDS))
+    if data.draw(st.booleans()):
+        text = mutate_structure(data, json.loads(seed))
+    else:
+        text = mutate_text(data, seed)
+    try:
+        tokenizer = tokenizer_from_json(text, "the tokenizer metadata")
+    except GPTError as e:
+        assert "\n" not in str(e)
+        return
+    # accepted: then it works, or refuses a text it cannot encode with a GPTError
+    try:
+        tokenizer.decode(tokenizer.encode("the cat, hello!"))
+        tokenizer.decode(list(range(tokenizer.vocab_size))[:50])
+    except GPTError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[" * 100_000, r"not valid JSON"),
+        (deep(), r"not valid JSON \(nested too deeply\)"),
+        ('{"kind": ["char"], "chars": "ab"}', r"unknown tokenizer kind \['char'\]"),
+        ('{"kind": "char", "chars": "ab", "chars": "cd"}', r"the key 'chars' appears twice in one object"),
+        ('{"kind": "word", "words": [1, 2]}', r"the words must be distinct non-empty strings"),
+        ('{"kind": "bpe", "vocab": {}, "merges": []}', r"the vocabulary is empty"),
+        ('{"kind": "bpe", "vocab": {"a": 0, "b": 0}, "merges": []}', r"id 0 is given twice"),
+        ('{"kind": "bpe", "vocab": {"a": 0, "b": 5}, "merges": []}', r"id 1 is missing"),
+        ('{"kind": "bpe", "vocab": {"\\ud800": 0}, "merges": []}', r"lone surrogate"),
+        ('{"kind": "bpe", "vocab": {"a": 0}, "merges": [["a"]]}', r"merge 1 is \['a'\], not a pair"),
+        (
+            '{"kind": "bpe", "vocab": {"a": 0}, "merges": [], "ignore_merges": "yes"}',
+            r"ignore_merges must be",
+        ),
+        (
+            '{"kind": "bpe", "vocab": {"a": 0}, "merges": [], "special_tokens": [""]}',
+            r"special token cannot be empty",
+        ),
+        ("9" * 5000, r"not valid JSON \(Exceeds the limit"),
+        (b"\xff\xfe", r"not valid JSON"),
+        (None, r"expected JSON text, got NoneType"),
+    ],
+    ids=[
+        "unclosed",
+        "nested-deep",
+        "kind-a-list",
+        "key-twice",
+        "words-not-strings",
+        "bpe-empty",
+        "bpe-id-twice",
+        "bpe-id-missing",
+        "bpe-surrogate",
+        "bpe-merge-not-pair",
+        "bpe-ignore_merges-str",
+        "bpe-empty-special",
+        "number-5000-digits",
+        "not-utf8",
+        "none",
+    ],
+)
+def test_malformed_tokenizer_json(text, match):
+    from shared.errors import InputError
+    from shared.tokenizer import tokenizer_from_json
+
+    with pytest.raises(InputError, match=match):
+        tokenizer_from_json(text, "the tokenizer metadata")
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: d.update(added_tokens=5), r"'added_tokens' must be a list, got int"),
+        (lambda d: d.update(post_processor={"type": "TemplateProcessing", "single": [1]}), r"post-processor"),
+        (lambda d: d["model"].update(ignore_merges=1), r"the model's ignore_merges must be true or false"),
+    ],
+    ids=["added_tokens-int", "post-processor-item-int", "ignore_merges-int"],
+)
+def test_malformed_hugging_face_tokenizer_json(edit, match):
+    from shared.errors import InputError
+    from shared.tokenizer import tokenizer_from_json
+
+    d = json.loads(SEEDS[-1])
+    edit(d)
+    with pytest.raises(InputError, match=match):
+        tokenizer_from_json(json.dumps(d), "tokenizer.json")
