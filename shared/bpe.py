@@ -12,6 +12,8 @@
 # errors="replace" (encoder.py's and Hugging Face's choice), so that any id sequence decodes.
 import heapq
 import json
+import os
+import stat
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -432,10 +434,20 @@ def check_merges(merges, vocab: dict[str, int], where: str) -> list[tuple[str, s
 
 
 def read_text(path) -> str:
+    # a regular file only: reading a FIFO or /dev/zero would never end (opened without blocking, and
+    # checked on the open descriptor, so the file checked is the file read)
     try:
-        return Path(path).read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: not a regular file")
+    try:
+        with os.fdopen(fd, encoding="utf-8") as f:  # text mode, as Path.read_text: "\r\n" is "\n"
+            return f.read()
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:

@@ -9,6 +9,7 @@
 # char and word are a tokenizer.json of our own, {"kind": ..., ...}. A tokenizer.json with "kind" is
 # ours, one with "model" is Hugging Face's.
 import json
+import os
 import re
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def load_tokenizer(folder):
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder (a tokenizer is a folder of files)")
-    if (folder / TOKENIZER_FILE).is_file():
+    if os.path.lexists(folder / TOKENIZER_FILE):  # read_json refuses what is not a regular file
         path = folder / TOKENIZER_FILE
         return tokenizer_from_dict(read_json(path), str(path))
     if (folder / "vocab.json").exists() or (folder / "merges.txt").exists():

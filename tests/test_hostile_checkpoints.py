@@ -531,3 +531,19 @@ def test_malformed_hugging_face_tokenizer_json(edit, match):
     edit(d)
     with pytest.raises(InputError, match=match):
         tokenizer_from_json(json.dumps(d), "tokenizer.json")
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "vocab.json"])
+def test_tokenizer_file_that_is_a_fifo(tmp_path, name):
+    # a tokenizer folder whose file is a FIFO: refused, never read (reading one waits for a writer)
+    from shared.errors import InputError
+    from shared.tokenizer import load_tokenizer
+
+    os.mkfifo(tmp_path / name)
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    stop = fifo_guard(tmp_path / name)
+    try:
+        with pytest.raises(InputError, match=rf"{name}: not a regular file"):
+            load_tokenizer(tmp_path)
+    finally:
+        stop()
