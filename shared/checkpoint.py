@@ -63,23 +63,7 @@ def save_checkpoint(
     settings and step (a training checkpoint). `metadata` adds str -> str entries of the caller's (the
     tokenizer, the training settings). Atomic: a temporary file in the same folder is written, flushed
     to disk and renamed over `path`."""
-    check_state_dict(config, state)
-    reserved = sorted(RESERVED_METADATA & set(metadata or {}))
-    if reserved:
-        raise CheckpointError(
-            f"metadata keys {', '.join(reserved)} are the checkpoint's own; choose other names"
-        )
-    if optimizer is not None:
-        # SPEC.md "Limits": never write what the readers would refuse
-        if type(optimizer.step) is bool or not isinstance(optimizer.step, (int, np.integer)):
-            raise CheckpointError(
-                f"step must be an int, got {type(optimizer.step).__name__} {optimizer.step!r}"
-            )
-        check_optimizer(path, config, int(optimizer.step), optimizer.m, optimizer.v)
-        if optimizer.adamw is not None and not isinstance(optimizer.adamw, AdamWConfig):
-            raise CheckpointError(
-                f"optimizer.adamw must be an AdamWConfig, got {type(optimizer.adamw).__name__}"
-            )
+    _check_to_save(path, config, state, optimizer, metadata)
     tensors = {n: np.ascontiguousarray(state[n]) for n in param_shapes(config)}
     metadata = {**(metadata or {}), "format": FORMAT, "config": config.to_json()}
     if optimizer is not None:
@@ -105,6 +89,28 @@ def save_checkpoint(
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _check_to_save(path, config, state, optimizer, metadata) -> None:
+    # SPEC.md "Limits": a writer never writes what the readers would refuse
+    check_state_dict(config, state)
+    if metadata is not None and (
+        not isinstance(metadata, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise CheckpointError("metadata must be a dict of str -> str (safetensors' __metadata__)")
+    reserved = sorted(RESERVED_METADATA & set(metadata or {}))
+    if reserved:
+        raise CheckpointError(
+            f"metadata keys {', '.join(reserved)} are the checkpoint's own; choose other names"
+        )
+    if optimizer is None:
+        return
+    if type(optimizer.step) is bool or not isinstance(optimizer.step, (int, np.integer)):
+        raise CheckpointError(f"step must be an int, got {type(optimizer.step).__name__} {optimizer.step!r}")
+    check_optimizer(path, config, int(optimizer.step), optimizer.m, optimizer.v)
+    if optimizer.adamw is not None and not isinstance(optimizer.adamw, AdamWConfig):
+        raise CheckpointError(f"optimizer.adamw must be an AdamWConfig, got {type(optimizer.adamw).__name__}")
 
 
 def load_checkpoint(path) -> Checkpoint:

@@ -177,6 +177,12 @@ def test_save_refuses_a_step_outside_the_limits(tmp_path, step, match):
     assert not path.exists()
 
 
+@pytest.mark.parametrize("metadata", [{"tokenizer": 3}, {1: "x"}, ["tokenizer"]])
+def test_save_refuses_metadata_that_is_not_strings(tmp_path, metadata):
+    with pytest.raises(CheckpointError, match=r"metadata must be a dict of str -> str"):
+        save_checkpoint(tmp_path / "c.safetensors", CONFIG, random_state(), metadata=metadata)
+
+
 @pytest.mark.parametrize("step", [0, 2**53, np.int64(7)])
 def test_save_step_edges(tmp_path, step):
     path = tmp_path / "c.safetensors"
