@@ -442,6 +442,8 @@ def read_text(path) -> str:
         raise InputError(f"{path}: no such file") from None
     except OSError as e:
         raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+    except ValueError:  # a NUL byte in the path
+        raise InputError(f"{path!r}: not a path (it holds a NUL byte)") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise InputError(f"{path}: not a regular file")

@@ -188,6 +188,8 @@ def read_regular_file(path: Path) -> bytes:
     except OSError as e:
         reason = "too many levels of symbolic links" if e.errno == errno.ELOOP else e.strerror
         raise CheckpointError(f"{path}: cannot be read ({reason})") from None
+    except ValueError:  # a NUL byte in the path
+        raise CheckpointError(f"{path!r}: not a path (it holds a NUL byte)") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

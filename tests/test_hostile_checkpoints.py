@@ -208,6 +208,12 @@ def test_symlink_loop(tmp_path, loader):
     )
 
 
+def test_path_with_a_nul_byte(tmp_path, loader):
+    refused(
+        loader, str(tmp_path / "a\0b.safetensors"), CheckpointError, r"not a path \(it holds a NUL byte\)$"
+    )
+
+
 def test_symlink_to_a_good_file_is_read(weights, loader):
     link = weights.with_name("link.safetensors")
     os.symlink(weights.name, link)
