@@ -441,7 +441,9 @@ def mutate_text(data, text):
     i = data.draw(st.integers(0, len(text)))
     j = data.draw(st.integers(i, min(len(text), i + 8)))
     insert = data.draw(
-        st.sampled_from(["", "[", "{", "]", "}", '"', ",", "1e999", "true", "\\ud800", text[i:j]])
+        st.sampled_from(
+            ["", "[", "{", "]", "}", '"', ",", "1e999", "true", "\\ud800", "9" * 5000, deep(), text[i:j]]
+        )
     )
     return text[:i] + insert + text[j:]
 
@@ -553,3 +555,49 @@ def test_tokenizer_file_that_is_a_fifo(tmp_path, name):
             load_tokenizer(tmp_path)
     finally:
         stop()
+
+
+# ---- any damage to a checkpoint's header: a GPTError or a checkpoint, nothing else ----
+
+
+def _small_training_file(folder: Path) -> Path:
+    config = get_config("tiny", n_layer=1, n_embd=4, n_head=1, block_size=2, vocab_size=3)
+    rng = np.random.default_rng(0)
+    state = {n: rng.standard_normal(s).astype(np.float32) for n, s in param_shapes(config).items()}
+    v = {n: np.abs(a) for n, a in state.items()}
+    path = folder / "small.safetensors"
+    save_checkpoint(path, config, state, OptimizerState(3, dict(state), v), {"tokenizer": '"abc"'})
+    return path
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_checkpoint_header_fuzz(tmp_path_factory, data):
+    path = _small_training_file(tmp_path_factory.mktemp("fuzz"))
+    header, body = split(path)
+    if data.draw(st.booleans()):
+        # a metadata value or a tensor's entry replaced by another value (or its text mutated)
+        key = data.draw(st.sampled_from(sorted(header)))
+        entry = header[key]
+        inner = data.draw(st.sampled_from(sorted(entry))) if isinstance(entry, dict) else None
+        new = data.draw(JSON_VALUES)
+        if (
+            key == "__metadata__"
+            and isinstance(new, (int, float, bool, list, dict))
+            and data.draw(st.booleans())
+        ):
+            new = json.dumps(new)  # metadata values are strings: mostly keep them so
+        if inner is None:
+            header[key] = new
+        else:
+            entry[inner] = new
+        raw = json.dumps(header).encode()
+    else:
+        raw = mutate_text(data, json.dumps(header)).encode("utf-8", "surrogatepass")
+    if data.draw(st.booleans()):
+        body = body[: data.draw(st.integers(0, len(body)))]
+    write_raw(path, raw, body)
+    try:
+        load_checkpoint(path)
+    except GPTError as e:
+        assert "\n" not in str(e)
