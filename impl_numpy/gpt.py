@@ -4,15 +4,17 @@ import numpy as np
 
 from impl_numpy.engine import Tensor
 from impl_numpy.model import attention, block, cross_entropy, gpt, new_cache
-from impl_numpy.optim import adamw_step, clip_grad_norm
+from impl_numpy.optim import adamw_step, clip_grad_norm, grad_norm
 from shared.checkpoint import OptimizerState, load_model, save_checkpoint
 from shared.checks import (
+    check_diverged,
     check_generate_args,
     check_grads,
     check_idx,
     check_lr,
     check_n_prefill,
     check_piece,
+    check_step,
     check_targets,
 )
 from shared.config import GPTConfig
@@ -63,16 +65,24 @@ class GPT:
 
     def train_step(self, idx, targets, lr):
         check_lr(lr)
-        loss, grads = self.grads(idx, targets)
-        self.apply_grads(grads, lr)
+        check_step(self.step)
+        loss, grads = self.grads(idx, targets)  # fresh arrays in the model's dtype: ours to clip
+        self._update(grads, lr, loss)
         return loss
 
     def apply_grads(self, grads, lr):
         check_grads(grads, self.config)
         check_lr(lr)
-        grads = {n: np.array(grads[n], dtype=self.dtype) for n in self.params}  # ours to clip in place
+        check_step(self.step)
+        self._update({n: np.array(grads[n], dtype=self.dtype) for n in self.params}, lr)
+
+    def _update(self, grads, lr, loss=None):
+        # SPEC.md "Limits": the norm, needed for clipping anyway, is computed always, and a step whose
+        # loss or norm is not finite is refused before any weight, moment or the step changes
+        norm = grad_norm(grads)
+        check_diverged(self.step, loss, norm)
         if self.adamw.grad_clip is not None:
-            clip_grad_norm(grads, self.adamw.grad_clip)
+            clip_grad_norm(grads, self.adamw.grad_clip, norm)
         self.step += 1
         adamw_step(self.params, grads, self.m, self.v, self.step, lr, self.adamw)
 

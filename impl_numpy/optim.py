@@ -6,14 +6,18 @@ import numpy as np
 from shared.params import is_decayed
 
 
-def clip_grad_norm(grads: dict, max_norm: float) -> float:
-    # one L2 norm over every gradient; scale all of them if it exceeds max_norm (torch's formula)
+def grad_norm(grads: dict) -> float:
+    # one L2 norm over every gradient: clipping's, and the check that the step has not diverged
     norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    return norm
+
+
+def clip_grad_norm(grads: dict, max_norm: float, norm: float) -> None:
+    # every gradient scaled if their norm exceeds max_norm (torch's formula)
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:
         for g in grads.values():
             g *= g.dtype.type(coef)
-    return norm
 
 
 def adamw_step(params, grads, m, v, t, lr, cfg):

@@ -8,8 +8,9 @@
 # attention keeps position t blind to the positions after it, and the padded positions are not counted
 # in the loss, so their gradient is exactly zero. The decode step runs on (B, 1) with a cache of
 # block_size slots. So a model compiles at most five graphs per batch size (forward, backward,
-# activations, prefill, decode step) and one optimizer step, and, when the benchmarks ask for one block's
-# attention or the whole block on its own, one graph per batch size and layer for each.
+# activations, prefill, decode step) and two for the optimizer (the gradient norm, checked on the host,
+# then the update), and, when the benchmarks ask for one block's attention or the whole block on its
+# own, one graph per batch size and layer for each.
 import os
 import shutil
 
@@ -17,15 +18,17 @@ import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 
 from impl_tinygrad.model import attention, block, cross_entropy, gpt, new_cache
-from impl_tinygrad.optim import adamw_scalars, adamw_step, clip_grad_norm
+from impl_tinygrad.optim import adamw_scalars, adamw_step, clip_grad_norm, grad_norm
 from shared.checkpoint import OptimizerState, load_model, save_checkpoint
 from shared.checks import (
+    check_diverged,
     check_generate_args,
     check_grads,
     check_idx,
     check_lr,
     check_n_prefill,
     check_piece,
+    check_step,
     check_targets,
 )
 from shared.config import GPTConfig
@@ -115,6 +118,7 @@ class GPT:
         self._decayed = Tensor(decayed, device=self.device).realize()
         self.step = 0
         self._adamw = compiled(self._adamw_fn)
+        self._norm = compiled(self._norm_fn)
         self._jit = {}  # (graph, B) -> compiled graph
         self._caches = {}  # B -> the KV cache for batch B
 
@@ -183,8 +187,16 @@ class GPT:
             g.assign(d)
         return loss.realize(*self._grads.values())
 
+    def _norm_fn(self, g):
+        return grad_norm(g).realize()
+
     def _adamw_fn(self, scalars):
-        g = self._g if self.adamw.grad_clip is None else clip_grad_norm(self._g, self.adamw.grad_clip)
+        # the norm arrives with the scalars, from _norm_fn: computed once, checked on the host
+        g = (
+            self._g
+            if self.adamw.grad_clip is None
+            else clip_grad_norm(self._g, self.adamw.grad_clip, scalars[3])
+        )
         adamw_step(self._p, g, self._m, self._v, self._decayed, scalars, self.adamw)
         Tensor.realize(self._p, self._m, self._v)
 
@@ -231,19 +243,25 @@ class GPT:
 
     def train_step(self, idx, targets, lr):
         check_lr(lr)
+        check_step(self.step)
         loss = self.backward(idx, targets)
-        self._update(lr)
+        self._update(lr, loss)
         return loss
 
     def apply_grads(self, grads, lr):
         check_grads(grads, self.config)
         check_lr(lr)
+        check_step(self.step)
         self._g.assign(self._put(self._flat(grads))).realize()
         self._update(lr)
 
-    def _update(self, lr):
+    def _update(self, lr, loss=None):
+        # SPEC.md "Limits": the norm, needed for clipping anyway, is computed always, and a step whose
+        # loss or norm is not finite is refused before any weight, moment or the step changes
+        norm = float(self._norm(self._g).item())
+        check_diverged(self.step, loss, norm)
         self.step += 1
-        self._adamw(adamw_scalars(self.step, lr, self.adamw, self.device))
+        self._adamw(adamw_scalars(self.step, lr, norm, self.adamw, self.device))
 
     def state_dict(self):
         return self._split(self._p)

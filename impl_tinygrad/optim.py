@@ -10,23 +10,27 @@ import math
 from tinygrad import Tensor, dtypes
 
 
-def clip_grad_norm(g: Tensor, max_norm: float) -> Tensor:
-    # one L2 norm over every gradient (g holds them all); returns g scaled if the norm exceeds max_norm
-    # (torch's formula), unrealized, to be fused into the update. The squares are summed in rows of
-    # 1024, then the rows: one float32 loop over 10^5..10^8 terms would lose digits.
+def grad_norm(g: Tensor) -> Tensor:
+    # one L2 norm over every gradient (g holds them all): clipping's, and the check that the step has
+    # not diverged. The squares are summed in rows of 1024, then the rows: one float32 loop over
+    # 10^5..10^8 terms would lose digits.
     rows = g.pad((0, -g.shape[0] % 1024)).reshape(-1, 1024)
-    norm = (rows * rows).sum(-1).sum().sqrt()
+    return (rows * rows).sum(-1).sum().sqrt()
+
+
+def clip_grad_norm(g: Tensor, max_norm: float, norm: Tensor) -> Tensor:
+    # g scaled if its norm exceeds max_norm (torch's formula), unrealized, to be fused into the update
     coef = (max_norm / (norm + 1e-6)).minimum(1.0)  # no branch in a compiled step: 1 keeps g as it is
     return g * coef.contiguous()  # the coefficient stored once, not recomputed by every kernel
 
 
-def adamw_scalars(t: int, lr: float, cfg, device=None) -> Tensor:
+def adamw_scalars(t: int, lr: float, norm: float, cfg, device=None) -> Tensor:
     # the numbers of step t (counting from 1), computed on the host in float64 as impl_numpy does:
-    # the decay factor, lr / bc1 and sqrt(bc2)
+    # the decay factor, lr / bc1 and sqrt(bc2); and the gradient norm (a float32, back where it was)
     bc1 = 1.0 - cfg.beta1**t
     bc2 = 1.0 - cfg.beta2**t
     return Tensor(
-        [1.0 - lr * cfg.weight_decay, lr / bc1, math.sqrt(bc2)], dtype=dtypes.float32, device=device
+        [1.0 - lr * cfg.weight_decay, lr / bc1, math.sqrt(bc2), norm], dtype=dtypes.float32, device=device
     )
 
 

@@ -12,6 +12,8 @@
 # errors="replace" (encoder.py's and Hugging Face's choice), so that any id sequence decodes.
 import heapq
 import json
+import os
+import stat
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -106,6 +108,8 @@ class BPETokenizer:
         if special_tokens is None:
             special_tokens = [ENDOFTEXT] if ENDOFTEXT in vocab else []
         for t in special_tokens:
+            if t == "":
+                raise InputError(f"{files[0]}: a special token cannot be empty")
             if t not in vocab:
                 raise InputError(f"{files[0]}: the special token {t!r} is not in the vocabulary")
         self.special_tokens = list(special_tokens)
@@ -190,7 +194,8 @@ class BPETokenizer:
         specials = d.get("special_tokens", [])
         if not isinstance(specials, list) or not all(isinstance(t, str) for t in specials):
             raise InputError(f"{where}: 'special_tokens' must be a list of strings")
-        return cls(d["vocab"], d["merges"], specials, bool(d.get("ignore_merges")), files=(where, where))
+        ignore_merges = check_flag(d.get("ignore_merges", False), "ignore_merges", where)
+        return cls(d["vocab"], d["merges"], specials, ignore_merges, files=(where, where))
 
     @classmethod
     def from_json(cls, s: str) -> "BPETokenizer":
@@ -233,7 +238,10 @@ class BPETokenizer:
         # merges are "a b" strings in files before tokenizers 0.20, [a, b] lists since
         merges = [m.split(" ") if isinstance(m, str) else m for m in merges]
         specials = []
-        for t in d.get("added_tokens") or []:
+        added = d.get("added_tokens") or []
+        if not isinstance(added, list):
+            raise InputError(f"{where}: 'added_tokens' must be a list, got {type(added).__name__}")
+        for t in added:
             if (
                 not isinstance(t, dict)
                 or not isinstance(t.get("content"), str)
@@ -249,7 +257,8 @@ class BPETokenizer:
                     f"{where}: added token {t['content']!r} has id {t['id']}, the model {vocab[t['content']]}"
                 )
             specials.append(t["content"])
-        return cls(vocab, merges, specials, bool(model.get("ignore_merges")), files=(where, where))
+        ignore_merges = check_flag(model.get("ignore_merges") or False, "the model's ignore_merges", where)
+        return cls(vocab, merges, specials, ignore_merges, files=(where, where))
 
     # ---- training ----
 
@@ -372,7 +381,7 @@ def check_hf_pipeline(d: dict, where: str) -> None:
         not isinstance(post, dict)
         or post.get("type") not in (None, "ByteLevel", "TemplateProcessing")
         or not isinstance(single, list)
-        or any("SpecialToken" in item for item in single)
+        or any(not isinstance(item, dict) or "SpecialToken" in item for item in single)
     ):
         raise InputError(
             f"{where}: a post-processor that adds tokens is not supported, got {json.dumps(post)[:200]}"
@@ -395,6 +404,13 @@ def check_vocab(vocab, where: str) -> None:
         isinstance(k, str) and type(v) is int for k, v in vocab.items()
     ):
         raise InputError(f"{where}: the vocabulary must be a JSON object of token -> integer id")
+    if not vocab:
+        raise InputError(f"{where}: the vocabulary is empty")
+    for t in vocab:
+        try:
+            t.encode("utf-8")  # what decode does with a token outside the 256 byte characters
+        except UnicodeEncodeError:
+            raise InputError(f"{where}: token {t!r} holds a lone surrogate, which is not text") from None
     if sorted(vocab.values()) != list(range(len(vocab))):
         twice = [i for i, n in Counter(vocab.values()).items() if n > 1]
         missing = sorted(set(range(len(vocab))) - set(vocab.values()))
@@ -418,10 +434,22 @@ def check_merges(merges, vocab: dict[str, int], where: str) -> list[tuple[str, s
 
 
 def read_text(path) -> str:
+    # a regular file only: reading a FIFO or /dev/zero would never end (opened without blocking, and
+    # checked on the open descriptor, so the file checked is the file read)
     try:
-        return Path(path).read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+    except ValueError:  # a NUL byte in the path
+        raise InputError(f"{path!r}: not a path (it holds a NUL byte)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: not a regular file")
+    try:
+        with os.fdopen(fd, encoding="utf-8") as f:  # text mode, as Path.read_text: "\r\n" is "\n"
+            return f.read()
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
@@ -429,10 +457,35 @@ def read_text(path) -> str:
 
 
 def parse_json(s: str, where: str):
+    """JSON text -> value; anything that is not JSON, or that json.loads cannot hold (nesting deeper than
+    the stack, an integer of more than 4300 digits), or an object with a key twice (which value is
+    meant?), is an InputError."""
+    if not isinstance(s, (str, bytes, bytearray)):
+        raise InputError(f"{where}: expected JSON text, got {type(s).__name__}")
     try:
-        return json.loads(s)
+        return json.loads(s, object_pairs_hook=_object)
     except json.JSONDecodeError as e:
         raise InputError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise InputError(f"{where}: not valid JSON (nested too deeply)") from None
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+    except (ValueError, UnicodeDecodeError) as e:  # an integer of too many digits; bytes not UTF-8
+        raise InputError(f"{where}: not valid JSON ({e})") from None
+
+
+def _object(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise InputError(f"the key {twice!r} appears twice in one object")
+    return d
+
+
+def check_flag(value, name: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{where}: {name} must be true or false, got {value!r}")
+    return value
 
 
 def read_json(path):

@@ -1,9 +1,11 @@
 # SPEC.md "Bad input": the checks every tier runs on idx and targets before computing anything,
 # written once so every tier rejects the same inputs with the same message.
+import math
+
 import numpy as np
 
-from shared.config import GPTConfig
-from shared.errors import InputError
+from shared.config import LIMITS, GPTConfig, limit_text
+from shared.errors import DivergenceError, InputError
 from shared.params import param_shapes
 
 
@@ -89,6 +91,9 @@ def check_grads(grads, config: GPTConfig) -> None:
         if not isinstance(g, np.ndarray) or g.dtype.kind != "f" or g.shape != shape:
             got = f"{g.dtype} {g.shape}" if isinstance(g, np.ndarray) else type(g).__name__
             raise InputError(f"grads[{name!r}] must be a float array of shape {shape}, got {got}")
+    for name, g in grads.items():  # SPEC.md "Limits": NaN or inf would reach every weight through AdamW
+        if not np.isfinite(g).all():
+            raise InputError(f"grads[{name!r}] holds NaN or inf")
 
 
 def check_lr(lr) -> None:
@@ -98,6 +103,25 @@ def check_lr(lr) -> None:
         or not (0.0 <= lr < np.inf)
     ):
         raise InputError(f"lr must be a finite number >= 0, got {lr!r}")
+
+
+def check_step(step: int) -> None:
+    """SPEC.md "Limits": a model that has taken 2^53 AdamW steps takes no more (its step count, and the
+    bias correction's t, would no longer be exact)."""
+    if step >= LIMITS["step"]:
+        raise InputError(
+            f"the model is at step {step}, the most allowed ({limit_text('step')}); it takes no further step"
+        )
+
+
+def check_diverged(step: int, loss: float | None, norm: float) -> None:
+    """SPEC.md "Limits": a step whose loss or global gradient norm is not finite is not taken; raised
+    before the step changes any weight, moment or the step counter."""
+    for what, value in (("the loss", loss), ("the gradient norm", norm)):
+        if value is not None and not math.isfinite(value):
+            raise DivergenceError(
+                f"step {step}: {what} is {value}; the run diverged (try a lower learning rate)"
+            )
 
 
 def check_n_prefill(n_prefill, T: int) -> None:

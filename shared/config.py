@@ -11,6 +11,29 @@ from shared.errors import ConfigError
 # Each is True in GPT-2; a field left at True is not written by to_dict, so GPT-2's config reads as before.
 ABLATIONS = ("scale_attn_weights", "residual", "position_embedding")
 
+# SPEC.md "Limits": the one set of bounds every reader, writer and tier enforces (the C tier's copy is
+# gpt_config_check in impl_c/gpt.c). They keep every size inside a C int and every count exact in a
+# float64, and refuse a file's absurd config before anything is allocated from it.
+LIMITS = {
+    "n_layer": 2**16,
+    "n_embd": 2**20,  # and n_head <= n_embd
+    "block_size": 2**20,
+    "vocab_size": 2**30,
+    "parameters": 2**40,  # V C + T C + L (12 C^2 + 13 C) + 2 C
+    "step": 2**53,  # AdamW steps taken: beyond it step + 1 is not exact in a float64
+}
+
+
+def limit_text(name: str) -> str:
+    """A limit as the messages say it: "65536 (2^16)"."""
+    return f"{LIMITS[name]} (2^{LIMITS[name].bit_length() - 1})"
+
+
+def count_params(n_layer: int, n_embd: int, block_size: int, vocab_size: int) -> int:
+    # SPEC.md "Config": the parameter count in closed form (shared.params.num_params sums the table)
+    C = n_embd
+    return vocab_size * C + block_size * C + n_layer * (12 * C * C + 13 * C) + 2 * C
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -41,8 +64,18 @@ class GPTConfig:
             object.__setattr__(self, field.name, int(value))  # a numpy int becomes a plain int
             if value <= 0:
                 raise ConfigError(f"config.{field.name} must be positive, got {value}")
+            if field.name in LIMITS and value > LIMITS[field.name]:
+                raise ConfigError(f"config.{field.name} is {value}; allowed: 1 .. {limit_text(field.name)}")
+        if self.n_head > self.n_embd:
+            raise ConfigError(f"config.n_head is {self.n_head}; allowed: 1 .. n_embd ({self.n_embd})")
         if self.n_embd % self.n_head != 0:
             raise ConfigError(f"config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        n = count_params(self.n_layer, self.n_embd, self.block_size, self.vocab_size)
+        if n > LIMITS["parameters"]:
+            raise ConfigError(
+                f"config has {n} parameters (n_layer {self.n_layer}, n_embd {self.n_embd}, block_size "
+                f"{self.block_size}, vocab_size {self.vocab_size}); allowed: at most {limit_text('parameters')}"
+            )
 
     @property
     def head_size(self) -> int:

@@ -10,25 +10,31 @@ from shared.errors import CheckpointError, ConfigError
 
 def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     """Canonical name -> shape, in checkpoint order. Linear weights are (in, out): y = x @ W + b."""
+    return dict(iter_param_shapes(config))
+
+
+def iter_param_shapes(config: GPTConfig):
+    """param_shapes one (name, shape) at a time, for a caller that may stop early (a checkpoint reader
+    naming the first tensors a file lacks, without building the table a file's config asks for)."""
     V, C, T = config.vocab_size, config.n_embd, config.block_size
-    shapes = {"wte.weight": (V, C), "wpe.weight": (T, C)}
+    yield "wte.weight", (V, C)
+    yield "wpe.weight", (T, C)
     for i in range(config.n_layer):
         p = f"h.{i}."
-        shapes[p + "ln_1.weight"] = (C,)
-        shapes[p + "ln_1.bias"] = (C,)
-        shapes[p + "attn.c_attn.weight"] = (C, 3 * C)
-        shapes[p + "attn.c_attn.bias"] = (3 * C,)
-        shapes[p + "attn.c_proj.weight"] = (C, C)
-        shapes[p + "attn.c_proj.bias"] = (C,)
-        shapes[p + "ln_2.weight"] = (C,)
-        shapes[p + "ln_2.bias"] = (C,)
-        shapes[p + "mlp.c_fc.weight"] = (C, 4 * C)
-        shapes[p + "mlp.c_fc.bias"] = (4 * C,)
-        shapes[p + "mlp.c_proj.weight"] = (4 * C, C)
-        shapes[p + "mlp.c_proj.bias"] = (C,)
-    shapes["ln_f.weight"] = (C,)
-    shapes["ln_f.bias"] = (C,)
-    return shapes
+        yield p + "ln_1.weight", (C,)
+        yield p + "ln_1.bias", (C,)
+        yield p + "attn.c_attn.weight", (C, 3 * C)
+        yield p + "attn.c_attn.bias", (3 * C,)
+        yield p + "attn.c_proj.weight", (C, C)
+        yield p + "attn.c_proj.bias", (C,)
+        yield p + "ln_2.weight", (C,)
+        yield p + "ln_2.bias", (C,)
+        yield p + "mlp.c_fc.weight", (C, 4 * C)
+        yield p + "mlp.c_fc.bias", (4 * C,)
+        yield p + "mlp.c_proj.weight", (4 * C, C)
+        yield p + "mlp.c_proj.bias", (C,)
+    yield "ln_f.weight", (C,)
+    yield "ln_f.bias", (C,)
 
 
 def num_params(config: GPTConfig) -> int:

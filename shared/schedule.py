@@ -3,7 +3,25 @@
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from shared.errors import ConfigError
+
+# field -> (lower bound, lower bound excluded, upper bound (excluded) or None)
+ADAMW_RANGES = {
+    "beta1": (0.0, False, 1.0),
+    "beta2": (0.0, False, 1.0),
+    "eps": (0.0, True, None),
+    "weight_decay": (0.0, False, None),
+    "grad_clip": (0.0, True, None),  # or None: no clipping
+}
+
+
+def _range(allowed) -> str:
+    lo, lo_open, hi = allowed
+    if hi is not None:
+        return f"[{lo:g}, {hi:g})"
+    return f"{'>' if lo_open else '>='} {lo:g}"
 
 
 @dataclass(frozen=True)
@@ -15,18 +33,28 @@ class AdamWConfig:
     grad_clip: float | None = 1.0  # global L2 norm over all gradients, clipped before the update
 
     def __post_init__(self):
-        ok = (
-            0.0 <= self.beta1 < 1.0
-            and 0.0 <= self.beta2 < 1.0
-            and self.eps > 0.0
-            and self.weight_decay >= 0.0
-            and (self.grad_clip is None or self.grad_clip > 0.0)
-        )
-        if not ok:  # also rejects NaN: every comparison with it is false
-            raise ConfigError(
-                f"AdamW settings out of range: {self} (betas in [0, 1), eps > 0, weight_decay >= 0, "
-                f"grad_clip None or > 0)"
-            )
+        # SPEC.md "Limits": each a finite number, never a bool (True is an int in Python, and a checkpoint's
+        # "eps": true is a mistake, not 1.0; the C reader refuses it too); numpy numbers become floats
+        for name, allowed in ADAMW_RANGES.items():
+            value = getattr(self, name)
+            if name == "grad_clip" and value is None:
+                continue
+            if (
+                not isinstance(value, (int, float, np.integer, np.floating))
+                or isinstance(value, (bool, np.bool_))
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(
+                    f"AdamW settings: {name} is {value!r}, not a finite number"
+                    + (" or None" if name == "grad_clip" else "")
+                )
+            value = float(value)
+            object.__setattr__(self, name, value)
+            lo, lo_open, hi = allowed
+            if value < lo or (lo_open and value == lo) or (hi is not None and value >= hi):
+                raise ConfigError(
+                    f"AdamW settings out of range: {name} is {value!r}; allowed: {_range(allowed)}"
+                )
 
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

@@ -9,6 +9,7 @@
 # char and word are a tokenizer.json of our own, {"kind": ..., ...}. A tokenizer.json with "kind" is
 # ours, one with "model" is Hugging Face's.
 import json
+import os
 import re
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def tokenizer_from_dict(d, where: str):
     if isinstance(d, str):
         return CharTokenizer(d)
     if isinstance(d, dict) and "kind" in d:
-        if d["kind"] not in KINDS:
+        if not isinstance(d["kind"], str) or d["kind"] not in KINDS:
             raise InputError(f"{where}: unknown tokenizer kind {d['kind']!r} (known: {', '.join(KINDS)})")
         return KINDS[d["kind"]].from_dict(d, where)
     if isinstance(d, dict) and "model" in d:
@@ -168,7 +169,7 @@ def load_tokenizer(folder):
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder (a tokenizer is a folder of files)")
-    if (folder / TOKENIZER_FILE).is_file():
+    if os.path.lexists(folder / TOKENIZER_FILE):  # read_json refuses what is not a regular file
         path = folder / TOKENIZER_FILE
         return tokenizer_from_dict(read_json(path), str(path))
     if (folder / "vocab.json").exists() or (folder / "merges.txt").exists():

@@ -7,8 +7,9 @@ import pytest
 import impl_c
 import impl_numpy
 import impl_tinygrad
+from shared.checkpoint import OptimizerState, save_checkpoint
 from shared.config import get_config
-from shared.errors import CheckpointError, ConfigError, InputError
+from shared.errors import CheckpointError, ConfigError, DivergenceError, InputError
 from shared.params import init_state_dict
 
 TIERS = [impl_numpy, impl_c, impl_tinygrad]
@@ -267,3 +268,102 @@ def test_bad_lr(model, call, lr):
 def test_unsupported_dtype(tier):
     with pytest.raises(InputError, match="float16"):
         tier.from_state_dict(CONFIG, init_state_dict(CONFIG, seed=0), dtype=np.float16)
+
+
+# ---- SPEC.md "Limits": a diverging run stops, before the step changes anything ----
+
+
+def assert_optimizer_untouched(model, before):
+    # weights, both moments and the step exactly as they were
+    after = model.optimizer_state()
+    assert after.step == before.step
+    for n, p in before.m.items():
+        np.testing.assert_array_equal(after.m[n], p, err_msg=f"m {n}")
+        np.testing.assert_array_equal(after.v[n], before.v[n], err_msg=f"v {n}")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_apply_grads_refuses_non_finite_grads(model, value):
+    grads = good_grads()
+    grads["h.1.mlp.c_fc.weight"][3, 7] = value
+    before, opt = model.state_dict(), model.optimizer_state()
+    with pytest.raises(InputError, match=r"^grads\['h\.1\.mlp\.c_fc\.weight'\] holds NaN or inf$"):
+        model.apply_grads(grads, 1e-3)
+    assert_untouched(model, before)
+    assert_optimizer_untouched(model, opt)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy says where it overflowed
+def test_apply_grads_gradient_norm_overflows(model):
+    # every gradient finite, their squares' sum beyond float32: the step is refused, not taken with
+    # an infinite second moment
+    model.train_step(good_idx(), targets_for(good_idx()), 1e-3)  # nonzero moments to keep
+    grads = {n: np.full_like(a, 1e30) for n, a in good_grads().items()}
+    before, opt = model.state_dict(), model.optimizer_state()
+    with pytest.raises(
+        DivergenceError, match=r"^step 1: the gradient norm is inf; the run diverged \(try a lower"
+    ):
+        model.apply_grads(grads, 1e-3)
+    assert_untouched_at(model, before, 1)
+    assert_optimizer_untouched(model, opt)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy says where it overflowed
+def test_train_step_absurd_learning_rate_stops(model):
+    # lr 1e30 blows every weight up in one step; the next step's loss is NaN and the run stops there
+    # (before, every weight silently became NaN and training went on)
+    idx = good_idx()
+    model.train_step(idx, targets_for(idx), 1e30)
+    before, opt = model.state_dict(), model.optimizer_state()
+    with pytest.raises(
+        DivergenceError, match=r"^step 1: the loss is nan; the run diverged \(try a lower learning rate\)$"
+    ):
+        model.train_step(idx, targets_for(idx), 1e30)
+    assert_untouched_at(model, before, 1)
+    assert_optimizer_untouched(model, opt)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy says where it overflowed
+def test_train_step_overflowing_logits_stop(tier):
+    # finite weights whose logits overflow float32: the loss is NaN on the first step
+    state = init_state_dict(CONFIG, seed=0)
+    state["ln_f.weight"][:] = 3e38
+    model = tier.from_state_dict(CONFIG, state)
+    with pytest.raises(DivergenceError, match=r"^step 0: the loss is nan"):
+        model.train_step(good_idx(), targets_for(good_idx()), 1e-3)
+    assert_untouched(model, state)
+
+
+def _model_at_step(tier, tmp_path, step):
+    state = init_state_dict(CONFIG, seed=0)
+    zeros = {n: np.zeros_like(a) for n, a in state.items()}
+    path = tmp_path / "at-step.safetensors"
+    save_checkpoint(path, CONFIG, state, OptimizerState(step, zeros, dict(zeros)))
+    return tier.load(path)
+
+
+STEP_CALLS = {
+    "train_step": lambda m: m.train_step(good_idx(), targets_for(good_idx()), 1e-3),
+    "apply_grads": lambda m: m.apply_grads(good_grads(), 1e-3),
+}
+
+
+@pytest.mark.parametrize("call", list(STEP_CALLS))
+def test_no_step_past_the_limit(tier, tmp_path, call):
+    # SPEC.md "Limits": step is at most 2^53; the last step allowed reaches it, the next is refused
+    model = _model_at_step(tier, tmp_path, 2**53 - 1)
+    assert model.step == 2**53 - 1
+    STEP_CALLS[call](model)
+    assert model.step == 2**53
+    before = model.state_dict()
+    with pytest.raises(
+        InputError, match=r"^the model is at step 9007199254740992, the most allowed \(9007199254740992"
+    ):
+        STEP_CALLS[call](model)
+    assert_untouched_at(model, before, 2**53)
+
+
+def assert_untouched_at(model, before, step):
+    assert model.step == step
+    for n, p in model.state_dict().items():
+        np.testing.assert_array_equal(p, before[n], err_msg=n)

@@ -124,6 +124,72 @@ def test_save_rejects_bad_optimizer_moments(tmp_path):
         save_checkpoint(tmp_path / "c.safetensors", CONFIG, random_state(), opt)
 
 
+def _moments(seed=1):
+    return random_state(seed=seed), {n: np.abs(a) for n, a in random_state(seed=seed + 1).items()}
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (
+            lambda s, m, v: s["h.0.ln_1.bias"].__setitem__(2, np.inf),
+            r"^h\.0\.ln_1\.bias holds NaN or infinite",
+        ),
+        (
+            lambda s, m, v: m["wte.weight"].__setitem__((0, 0), np.nan),
+            r"first moments: wte\.weight holds NaN",
+        ),
+        (
+            lambda s, m, v: v["wpe.weight"].__setitem__((1, 1), np.inf),
+            r"second moments: wpe\.weight holds NaN",
+        ),
+        (
+            lambda s, m, v: v["ln_f.weight"].__setitem__(3, -2.0),
+            r"second moments: ln_f\.weight holds -2\.0; a second moment is >= 0",
+        ),
+    ],
+    ids=["inf-weight", "nan-m", "inf-v", "negative-v"],
+)
+def test_save_refuses_what_the_readers_reject(tmp_path, damage, match):
+    # SPEC.md "Limits": a writer never writes what a reader would refuse
+    path = tmp_path / "c.safetensors"
+    state, (m, v) = random_state(), _moments()
+    damage(state, m, v)
+    with pytest.raises(CheckpointError, match=match):
+        save_checkpoint(path, CONFIG, state, OptimizerState(1, m, v))
+    assert not path.exists() and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "step, match",
+    [
+        (-1, r"step -1 is negative; allowed: 0 \.\. 9007199254740992 \(2\^53\)"),
+        (2**53 + 1, r"step 9007199254740993 is too large; allowed: 0 \.\. 9007199254740992 \(2\^53\)"),
+        (True, r"step must be an int, got bool True"),
+        (3.0, r"step must be an int, got float 3\.0"),
+        ("3", r"step must be an int, got str '3'"),
+    ],
+)
+def test_save_refuses_a_step_outside_the_limits(tmp_path, step, match):
+    path = tmp_path / "c.safetensors"
+    with pytest.raises(CheckpointError, match=match):
+        save_checkpoint(path, CONFIG, random_state(), OptimizerState(step, *_moments()))
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("metadata", [{"tokenizer": 3}, {1: "x"}, ["tokenizer"]])
+def test_save_refuses_metadata_that_is_not_strings(tmp_path, metadata):
+    with pytest.raises(CheckpointError, match=r"metadata must be a dict of str -> str"):
+        save_checkpoint(tmp_path / "c.safetensors", CONFIG, random_state(), metadata=metadata)
+
+
+@pytest.mark.parametrize("step", [0, 2**53, np.int64(7)])
+def test_save_step_edges(tmp_path, step):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, CONFIG, random_state(), OptimizerState(step, *_moments()))
+    assert load_checkpoint(path).optimizer.step == step
+
+
 def test_save_creates_parent_folders(tmp_path):
     path = tmp_path / "a" / "b" / "ckpt.safetensors"
     save_checkpoint(path, CONFIG, random_state())
@@ -201,7 +267,9 @@ def test_untrained_model_saves_no_optimizer(tmp_path):
 def _training_file(tmp_path, edit):
     """Saves a training checkpoint, lets `edit(tensors, metadata)` damage it, writes it back."""
     path = tmp_path / "train.safetensors"
-    opt = OptimizerState(step=3, m=random_state(seed=1), v=random_state(seed=2))
+    opt = OptimizerState(
+        step=3, m=random_state(seed=1), v={n: np.abs(a) for n, a in random_state(seed=2).items()}
+    )
     save_checkpoint(path, CONFIG, random_state(), opt)
     tensors = load_file(path)
     metadata = read_header(path)["__metadata__"]

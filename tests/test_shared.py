@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from shared.config import PRESETS, GPTConfig, get_config
+from shared.config import LIMITS, PRESETS, GPTConfig, get_config
 from shared.errors import CheckpointError, ConfigError
 from shared.params import check_state_dict, init_state_dict, is_decayed, num_params, param_shapes
 from shared.sampling import context_window, generate_tokens, sample_next
@@ -118,6 +118,51 @@ def test_from_dict_not_a_dict(bad):
 def test_from_dict_validates():
     with pytest.raises(ConfigError, match=r"config\.n_embd must be an int, got float 16\.0"):
         GPTConfig.from_dict({**GOOD, "n_embd": 16.0})  # what a JSON writer may produce
+
+
+@pytest.mark.parametrize(
+    "name, value, allowed",
+    [
+        ("n_layer", 2**16 + 1, r"1 \.\. 65536 \(2\^16\)"),
+        ("n_layer", 10**30, r"1 \.\. 65536 \(2\^16\)"),
+        ("n_embd", 2**21, r"1 \.\. 1048576 \(2\^20\)"),
+        ("block_size", 2**20 + 1, r"1 \.\. 1048576 \(2\^20\)"),
+        ("vocab_size", 2**30 + 1, r"1 \.\. 1073741824 \(2\^30\)"),
+    ],
+)
+def test_config_limits(name, value, allowed):
+    # SPEC.md "Limits": one line naming the field, the value and what is allowed
+    with pytest.raises(ConfigError, match=rf"^config\.{name} is {value}; allowed: {allowed}$"):
+        GPTConfig(**{**GOOD, name: value})
+
+
+def test_config_n_head_at_most_n_embd():
+    with pytest.raises(ConfigError, match=r"^config\.n_head is 32; allowed: 1 \.\. n_embd \(16\)$"):
+        GPTConfig(**{**GOOD, "n_head": 32})
+
+
+def test_config_parameter_limit():
+    # every field within its own limit, the total above 2^40: 2^16 layers of 12 * 2^20^2 weights each
+    big = {"n_layer": 2**16, "n_head": 1, "n_embd": 2**20, "block_size": 1, "vocab_size": 1}
+    with pytest.raises(
+        ConfigError, match=r"^config has \d+ parameters .*; allowed: at most 1099511627776 \(2\^40\)$"
+    ):
+        GPTConfig(**big)
+
+
+def test_config_limits_themselves_are_allowed():
+    # the largest values allowed, one field at a time (nothing is allocated from a config)
+    for name in ("n_layer", "block_size"):
+        assert getattr(GPTConfig(**{**GOOD, name: LIMITS[name]}), name) == LIMITS[name]
+    # (n_embd 2^20 itself passes its own check, but 12 C^2 is then 12 x 2^40: the parameter limit binds)
+    assert "parameters" in str(pytest.raises(ConfigError, GPTConfig, 1, 1, 2**20, 1, 1).value)
+    assert GPTConfig(n_layer=1, n_head=1, n_embd=1, block_size=1, vocab_size=2**30).vocab_size == 2**30
+    # the closed form the limit uses is the table's count
+    from shared.config import count_params
+
+    assert count_params(
+        **{k: GOOD[k] for k in ("n_layer", "n_embd", "block_size", "vocab_size")}
+    ) == num_params(GPTConfig(**GOOD))
 
 
 # ---- parameters and init ----
@@ -467,5 +512,22 @@ def test_context_window():
 def test_adamw_settings_out_of_range(field, value):
     from shared.schedule import AdamWConfig
 
-    with pytest.raises(ConfigError, match="AdamW settings out of range"):
+    with pytest.raises(ConfigError, match=rf"AdamW settings.*{field} is"):
         AdamWConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["beta1", "beta2", "eps", "weight_decay", "grad_clip"])
+@pytest.mark.parametrize("value", [True, False, "0.5", [0.5], float("inf"), float("-inf"), float("nan")])
+def test_adamw_settings_not_finite_numbers(field, value):
+    # SPEC.md "Limits": a bool is not a number here ("eps": true in a checkpoint was read as 1.0)
+    from shared.schedule import AdamWConfig
+
+    with pytest.raises(ConfigError, match=rf"^AdamW settings: {field} is .*, not a finite number"):
+        AdamWConfig(**{field: value})
+
+
+def test_adamw_settings_numpy_numbers_become_floats():
+    from shared.schedule import AdamWConfig
+
+    a = AdamWConfig(beta1=np.float32(0.5), eps=np.float64(1e-6), weight_decay=0, grad_clip=np.int64(2))
+    assert all(type(getattr(a, f.name)) is float for f in dataclasses.fields(a))
