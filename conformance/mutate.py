@@ -181,13 +181,13 @@ def _bugs() -> dict[str, Bug]:
             "numpy",
             np_gpt,
             "        if self.adamw.grad_clip is not None:\n"
-            "            clip_grad_norm(grads, self.adamw.grad_clip)\n"
+            "            clip_grad_norm(grads, self.adamw.grad_clip, norm)\n"
             "        self.step += 1\n"
             "        adamw_step(self.params, grads, self.m, self.v, self.step, lr, self.adamw)\n",
             "        self.step += 1\n"
             "        adamw_step(self.params, grads, self.m, self.v, self.step, lr, self.adamw)\n"
             "        if self.adamw.grad_clip is not None:\n"
-            "            clip_grad_norm(grads, self.adamw.grad_clip)\n",
+            "            clip_grad_norm(grads, self.adamw.grad_clip, norm)\n",
             "gradient clipping after the update",
         ),
         # ---- the C tier ----
@@ -264,7 +264,7 @@ def _bugs() -> dict[str, Bug]:
         "c-bias-correction": Bug(
             "c",
             c,
-            "double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);",
+            "double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);",
             "double bc1 = 1.0, bc2 = 1.0;",
             "Adam's bias correction missing",
         ),

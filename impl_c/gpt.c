@@ -17,6 +17,7 @@
 // every parallel loop gives each output element to one thread, which sums in one fixed order.
 #include "gpt.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1120,7 +1121,8 @@ int gpt_backward(GPT *m) {
 static int adamw_check(GPT *m, float lr, float beta1, float beta2, float eps, float weight_decay,
                        float grad_clip) {
     if (m->step >= GPT_MAX_STEP)
-        return fail(m, GPT_ERR_INPUT, "step %lld: the model has taken 2^53 AdamW steps, the most allowed",
+        return fail(m, GPT_ERR_INPUT,
+                    "the model is at step %lld, the most allowed (9007199254740992 (2^53)); it takes no further step",
                     (long long)m->step);
     // each written so that NaN, which fails every comparison, is refused too
     const char *bad = NULL;
@@ -1136,8 +1138,9 @@ static int adamw_check(GPT *m, float lr, float beta1, float beta2, float eps, fl
 }
 
 // the global L2 norm over every gradient: fixed chunks (independent of the thread count), each summed
-// in double, the chunks' sums added in order. Finite exactly when every gradient is (a sum of squares
-// of floats cannot overflow a double).
+// in double, the chunks' sums added in order. inf when a gradient is not finite, and when the sum of
+// squares passes float32's range (SPEC.md "Limits"): the float32 tiers' sum overflows there, and the
+// second moments (g^2) would too.
 static double grad_norm(const float *grads, size_t n) {
     enum { NORM_CHUNKS = 256 };
     double partial[NORM_CHUNKS];
@@ -1151,7 +1154,7 @@ static double grad_norm(const float *grads, size_t n) {
     }
     double sumsq = 0.0;
     for (int ch = 0; ch < NORM_CHUNKS; ch++) sumsq += partial[ch];
-    return sqrt(sumsq);
+    return sumsq > FLT_MAX ? INFINITY : sqrt(sumsq);  // NaN stays NaN
 }
 
 static const char *nonfinite_name(double x) { return isnan(x) ? "nan" : x > 0 ? "inf" : "-inf"; }
@@ -1205,6 +1208,9 @@ int gpt_adamw_update(GPT *m, float lr, float beta1, float beta2, float eps, floa
             return fail(m, GPT_ERR_INPUT, "the gradient of %s holds %s; no step taken", name,
                         nonfinite_name(g[i]));
         }
+        return fail(m, GPT_ERR_DIVERGED,  // every gradient finite, their squares' sum beyond float32
+                    "step %lld: the gradient norm is inf; the run diverged (try a lower learning rate)",
+                    (long long)m->step);
     }
     adamw_apply(m, norm, lr, beta1, beta2, eps, weight_decay, grad_clip);
     if (norm_out != NULL) *norm_out = (float)norm;
