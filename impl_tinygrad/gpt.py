@@ -43,6 +43,23 @@ NO_CLANG = (
 )
 
 
+def _serial_compiles_in_forked_children() -> None:
+    # tinygrad compiles a graph's kernels in a pool of worker processes that it creates once, on first
+    # use. A process forked after that (multiprocessing's default start method on Linux) inherits the
+    # pool object but not the threads that feed it, and its first new kernel waited forever on it. In
+    # the child, forget the parent's pool and compile in the process itself (PARALLEL=0).
+    from tinygrad.engine import worker
+
+    def forget_pool():
+        worker.worker_pool = None
+        worker.PARALLEL.value = 0
+
+    os.register_at_fork(after_in_child=forget_pool)
+
+
+_serial_compiles_in_forked_children()
+
+
 def default_device() -> str:
     # tinygrad's choice of device. Without clang its CPU backend either finds "no usable devices", or
     # cannot run clang on its own start-up code (whichever renderer DEV names: CPU:X86 and CPU:LLVM
