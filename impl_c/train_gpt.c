@@ -732,10 +732,11 @@ static void usage(void) {
         "      continue a run exactly, with its own settings, writing back to CKPT; --steps N (at least the\n"
         "      checkpoint's step) sets a new total; another flag may only repeat the checkpoint's value\n"
         "  train_gpt sample --ckpt CKPT [--prompt S] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
+        "      [--threads N]\n"
         "train options (defaults: the shakespeare config and transformer.py's run):\n"
         "  --n-layer 4 --n-head 4 --n-embd 128 --block-size 64   the model (SPEC.md \"Limits\")\n"
         "  --no-scale-attn-weights --no-residual --no-position-embedding   the ablations (SPEC.md \"Ablations\")\n"
-        "  --steps 2000 --batch-size 12 --lr 3e-3 --min-lr LR/10 --warmup 100 --decay-steps STEPS\n"
+        "  --steps 2000 --batch-size 12 --lr 3e-3 --min-lr LR/10 --warmup min(100,STEPS/10) --decay-steps STEPS\n"
         "  --eval-interval 250 --eval-iters 20 --seed 1337 --threads N (0: all cores)\n"
         "  --out out/shakespeare-c.safetensors   saved at every evaluation; OUT.lock is held for the run (one\n"
         "      run per OUT, transformer.py's too), and OUT.*.tmp files a killed run left are removed\n"
@@ -840,10 +841,10 @@ static void settings_from_flags(const Options *o, Settings *s, const char *ckpt,
     } else {
         setting_int(o, "--steps", &s->steps, 1, MAX_STEPS, ckpt);
     }
-    if (!ckpt) {  // the defaults that follow --steps and --lr
+    if (!ckpt) {  // the defaults that follow --steps (transformer.py's: warmup min(100, steps / 10))
         s->decay_steps = s->steps;
         if (s->warmup_steps > s->steps / 10) s->warmup_steps = s->steps / 10;
-    }
+    }  // a --warmup given is taken as it is
     setting_int(o, "--batch-size", &s->batch_size, 1, INT_MAX, ckpt);
     setting_int(o, "--warmup", &s->warmup_steps, 0, MAX_STEPS, ckpt);
     setting_int(o, "--decay-steps", &s->decay_steps, 0, MAX_STEPS, ckpt);
@@ -905,8 +906,10 @@ static char *out_folder(const char *out) {
 // folder there (or made) and writable (a probe file made and removed); the caller frees the folder
 static char *check_out(const char *out) {
     struct stat st;
-    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
-        die("--out %s is a directory; give a file name, e.g. %s/model.safetensors", out, out);
+    size_t len = strlen(out);
+    if (len == 0 || out[len - 1] == '/' || (stat(out, &st) == 0 && S_ISDIR(st.st_mode)))
+        die("--out %s is a directory; give a file name, e.g. %.*s/model.safetensors", out,
+            (int)(len && out[len - 1] == '/' ? len - 1 : len), out);
     if (stat(out, &st) == 0 && !S_ISREG(st.st_mode)) die("--out %s is not a regular file", out);
     char *dir = out_folder(out), probe[64];
     snprintf(probe, sizeof probe, "/.train_gpt-probe-%ld", (long)getpid());
@@ -951,10 +954,9 @@ static void remove_stale_temps(const char *out, const char *dir) {
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (!is_temp_of(e->d_name, base)) continue;
-        char *path = str_cat(dir, "/");
-        path = realloc(path, strlen(path) + strlen(e->d_name) + 1);
+        char *path = malloc(strlen(dir) + strlen(e->d_name) + 2);
         if (!path) die("out of memory");
-        strcat(path, e->d_name);
+        sprintf(path, "%s/%s", dir, e->d_name);
         if (unlink(path) != 0) die("cannot remove %s, left by an earlier run: %s", path, strerror(errno));
         free(path);
         removed++;
@@ -1088,6 +1090,8 @@ static int train_loop(GPT *m, const Data *d, const Settings *s, const Tokenizer 
         }
     }
     catch_stop_signals(0);
+    if (status == 0 && stop_signal)  // a signal after the last step's check: its checkpoint is saved
+        status = stop_on_signal(s->steps, 1, run->out, run->opts, run->program);
     if (status == 0)
         printf("trained to step %lld in %.1f s; checkpoint: %s\n", (long long)s->steps, seconds_since(&t0), run->out);
     free(x);
@@ -1101,6 +1105,7 @@ static void check_train_flags(const Options *o) {
     if (text && (tb || vb)) usage_error("give --data TEXT or --train-bin F and --val-bin F, not both");
     if (!text && !(tb && vb)) usage_error("give --data TEXT, or --train-bin F and --val-bin F");
     const char *resume = opt_str(o, "--resume"), *out = opt_str(o, "--out");
+    if (out && !*out) usage_error("--out is empty: give the checkpoint's file name");
     if (resume && out && strcmp(resume, out) != 0)
         usage_error("--out %s with --resume %s: a resumed run writes back to its checkpoint", out, resume);
 }
