@@ -1204,7 +1204,7 @@ static int cmd_sample(int argc, char **argv) {
     size_t len = strlen(prompt);
     uint32_t *cps = malloc(sizeof(uint32_t) * (len + 1));
     long n = cps ? utf8_decode((const unsigned char *)prompt, len, cps) : -1;
-    if (n < 1) die("the prompt must be non-empty UTF-8 text");
+    if (n < 1) usage_error("--prompt must be non-empty UTF-8 text");
     if (n > c.block_size) { memmove(cps, cps + n - c.block_size, sizeof(uint32_t) * c.block_size); n = c.block_size; }
     int32_t *ids = malloc(sizeof(int32_t) * n);
     if (!ids) die("out of memory");
