@@ -290,18 +290,36 @@ def test_a_killed_run_s_temporary_files_are_removed_by_the_next_run(tmp_path, ca
 # ---- files that are not what they say ----
 
 
-@pytest.mark.parametrize("kind", ["fifo", "loop", "folder", "missing"])
-@pytest.mark.parametrize("command", ["sample", "eval"])
-def test_a_checkpoint_path_that_is_not_a_file_is_one_line(tmp_path, capsys, kind, command):
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("fifo", "not a regular file (a FIFO)"),  # reading it would wait forever
+        ("loop", "cannot be read (too many levels of symbolic links)"),
+        ("device", "not a regular file (a character device)"),  # /dev/zero: it never ends
+        ("folder", "a Hugging Face style directory needs config.json"),
+        ("missing", "no such checkpoint file"),
+    ],
+)
+@pytest.mark.parametrize("command", ["sample", "eval", "attention", "resume"])
+def test_a_checkpoint_path_that_is_not_a_file_is_one_line(tmp_path, capsys, kind, reason, command):
+    # a FIFO, a symlink loop and /dev/zero all used to say "no such checkpoint file"
     path = tmp_path / "ckpt.safetensors"
     if kind == "fifo":
-        os.mkfifo(path)  # reading it would wait forever
+        os.mkfifo(path)
     elif kind == "loop":
         os.symlink(path, path)
+    elif kind == "device":
+        path = Path("/dev/zero")
     elif kind == "folder":
         path.mkdir()
-    status, _, err = run(capsys, [command, "--impl", "numpy", "--ckpt", path])
-    assert status == 2 and str(path) in one_line(err)
+    argv = {
+        "sample": ["sample", "--ckpt", path],
+        "eval": ["eval", "--ckpt", path],
+        "attention": ["attention", "ROMEO", "--ckpt", path, "--out", tmp_path / "att"],
+        "resume": ["train", "--resume", path],
+    }[command]
+    status, _, err = run(capsys, [*argv, "--impl", "numpy"])
+    assert status == 2 and f"{path}: {reason}" in one_line(err)
 
 
 def test_a_corpus_that_is_not_utf8_is_one_line(tmp_path, capsys):
