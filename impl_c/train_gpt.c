@@ -14,9 +14,10 @@
 // A mistake is refused before any work (SPEC.md "Limits"), in one line on stderr, "error: ...", and
 // nothing on disk changes: every flag is known, given once, and its number read whole and range-checked;
 // the config is checked before a byte of the model is allocated, the --out folder before the first step.
-// Exit statuses: 0 done; 1 a problem with a file, the data or the run (a diverged run writes no
-// checkpoint); 2 a mistake on the command line; 130 / 143 stopped by SIGINT / SIGTERM, after the step
-// in progress and a checkpoint of it.
+// Exit statuses (transformer.py's too): 0 done; 2 a user error (a mistake on the command line, a file,
+// the data, a checkpoint's contents, a diverged run, which writes no checkpoint); 1 the system refused
+// (out of memory, a read or write that failed); 130 / 143 stopped by SIGINT / SIGTERM, after the step in
+// progress and a checkpoint of it.
 #define _DEFAULT_SOURCE  // POSIX 2008 (clock_gettime, sigaction) and flock, under -std=c11
 #include <ctype.h>
 #include <dirent.h>
@@ -43,29 +44,39 @@
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
 #endif
-#define EXIT_USAGE 2              // a mistake on the command line (as argparse, and transformer.py)
+// exit statuses (SPEC.md "The programs", as transformer.py's): 2 a user error (an option, a file, a
+// checkpoint's contents, a diverging run), 1 the system refused (out of memory, a failed read or write)
+#define EXIT_USER 2
+#define EXIT_SYSTEM 1
 #define MAX_STEPS (1LL << 53)     // SPEC.md "Limits": AdamW steps, and every count a checkpoint stores
 #define MAX_THREADS 1024
 
-__attribute__((noreturn)) static void fail_with(int status, const char *fmt, va_list ap) {
+__attribute__((noreturn)) static void fail_with(int status, const char *end, const char *fmt, va_list ap) {
     fprintf(stderr, "error: ");
     vfprintf(stderr, fmt, ap);
-    fprintf(stderr, status == EXIT_USAGE ? " (see train_gpt --help)\n" : "\n");
+    fprintf(stderr, "%s\n", end);
     exit(status);
 }
 
-// a problem with a file, the data or the run: one line, exit status 1
+// a problem with a file, the data or the run: one line, exit status 2
 __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fail_with(EXIT_FAILURE, fmt, ap);
+    fail_with(EXIT_USER, "", fmt, ap);
 }
 
-// a mistake on the command line: one line, exit status 2
+// a mistake on the command line: one line pointing at --help, exit status 2
 __attribute__((format(printf, 1, 2), noreturn)) static void usage_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fail_with(EXIT_USAGE, fmt, ap);
+    fail_with(EXIT_USER, " (see train_gpt --help)", fmt, ap);
+}
+
+// the system refused (out of memory, a read or write that failed): one line, exit status 1
+__attribute__((format(printf, 1, 2), noreturn)) static void die_system(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fail_with(EXIT_SYSTEM, "", fmt, ap);
 }
 
 // ---- random numbers: splitmix64, seeded per use so that a resumed run draws what it would have ----
@@ -164,7 +175,7 @@ static int cmp_u32(const void *a, const void *b) {
 // code points occur, not a sorted copy of the text); dies when the text is not UTF-8
 static Tokenizer tokenizer_from_text(const unsigned char *text, size_t len, const char *path) {
     unsigned char *seen = calloc(N_CODE_POINTS, 1);
-    if (!seen) die("out of memory");
+    if (!seen) die_system("out of memory");
     uint32_t c;
     for (size_t i = 0, w; i < len; i += w) {
         if ((w = (size_t)utf8_next(text + i, len - i, &c)) == 0) die("%s is not UTF-8 text (byte %zu)", path, i);
@@ -172,7 +183,7 @@ static Tokenizer tokenizer_from_text(const unsigned char *text, size_t len, cons
     }
     Tokenizer t = {0, NULL, NULL};
     for (uint32_t k = 0; k < N_CODE_POINTS; k++) t.n += seen[k];
-    if (!(t.chars = malloc(sizeof(uint32_t) * (size_t)t.n))) die("out of memory");
+    if (!(t.chars = malloc(sizeof(uint32_t) * (size_t)t.n))) die_system("out of memory");
     for (uint32_t k = 0, i = 0; k < N_CODE_POINTS; k++)
         if (seen[k]) t.chars[i++] = k;
     free(seen);
@@ -187,7 +198,7 @@ static int tokenizer_id(const Tokenizer *t, uint32_t c) {
 // the tokenizer as checkpoint metadata: a JSON string of its characters (shared/tokenizer.py to_json)
 static char *tokenizer_to_json(const Tokenizer *t) {
     char *out = malloc((size_t)t->n * 12 + 3), *p = out;
-    if (!out) die("out of memory");
+    if (!out) die_system("out of memory");
     *p++ = '"';
     for (int i = 0; i < t->n; i++) {
         uint32_t c = t->chars[i];
@@ -310,7 +321,7 @@ static void read_window(const Split *s, long ix, int T, int32_t *window) {
     }
     char err[ERRLEN];
     uint32_t *ids = (uint32_t *)window;
-    if (tok_read(s->file, (uint64_t)ix, (size_t)T + 1, ids, err, sizeof err) != 0) die("%s", err);
+    if (tok_read(s->file, (uint64_t)ix, (size_t)T + 1, ids, err, sizeof err) != 0) die_system("%s", err);
     for (int t = 0; t <= T; t++) {
         if (ids[t] >= (uint32_t)s->file->h.vocab_size)
             die("%s: token id %u at position %ld is outside [0, %d): the file is corrupt", s->file->path,
@@ -321,7 +332,7 @@ static void read_window(const Split *s, long ix, int T, int32_t *window) {
 
 static void get_batch(const Split *s, int B, int T, Rng *r, int32_t *x, int32_t *y) {
     int32_t *window = malloc(sizeof(int32_t) * ((size_t)T + 1));
-    if (!window) die("out of memory");
+    if (!window) die_system("out of memory");
     for (int b = 0; b < B; b++) {
         long ix = (long)(rng_uniform(r) * (double)(s->n - T));
         read_window(s, ix, T, window);
@@ -341,7 +352,7 @@ typedef struct {
 // itself (an id never takes more bytes than its character), so a text takes its size in memory once
 static unsigned char *text_to_ids(unsigned char *text, size_t len, const Tokenizer *tok, const char *path, long *n) {
     int32_t *id_of = malloc(sizeof(int32_t) * N_CODE_POINTS);  // code point -> id, or -1
-    if (!id_of) die("out of memory");
+    if (!id_of) die_system("out of memory");
     for (uint32_t c = 0; c < N_CODE_POINTS; c++) id_of[c] = -1;
     for (int i = 0; i < tok->n; i++)
         if (tok->chars[i] < N_CODE_POINTS) id_of[tok->chars[i]] = i;
@@ -385,7 +396,7 @@ static char *tokenizer_beside(const char *token_path) {
     const char *slash = strrchr(token_path, '/');
     size_t dir = slash ? (size_t)(slash - token_path) + 1 : 0;
     char *path = malloc(dir + sizeof "tokenizer.json");
-    if (!path) die("out of memory");
+    if (!path) die_system("out of memory");
     memcpy(path, token_path, dir);
     strcpy(path + dir, "tokenizer.json");
     struct stat st;
@@ -428,7 +439,7 @@ static void data_from_token_files(Data *d, const char *train_path, const char *v
     // past the surrogates (U+D800..U+DFFF, which JSON would pair into other characters)
     if ((uint32_t)V > 0x10FFFF + 1 - 0x100 - 0x800) die("a vocabulary this large needs a tokenizer.json beside the token files");
     tok->chars = malloc(sizeof(uint32_t) * (size_t)V);
-    if (!tok->chars) die("out of memory");
+    if (!tok->chars) die_system("out of memory");
     for (int i = 0; i < V; i++) tok->chars[i] = 0x100 + (uint32_t)i + (0x100 + (uint32_t)i >= 0xD800 ? 0x800 : 0);
 }
 
@@ -474,7 +485,7 @@ typedef struct {
 
 static char *settings_to_json(const Settings *s) {
     char *out = malloc(512);
-    if (!out) die("out of memory");
+    if (!out) die_system("out of memory");
     snprintf(out, 512,
              "{\"steps\": %lld, \"batch_size\": %lld, \"lr\": %.17g, \"min_lr\": %.17g, \"warmup_steps\": %lld, "
              "\"decay_steps\": %lld, \"eval_interval\": %lld, \"eval_iters\": %lld, \"seed\": %lld}",
@@ -537,7 +548,7 @@ static void check_adamw(const Settings *s, const char *path) {
 static double estimate_loss(GPT *m, const Split *s, int B, int64_t iters, uint64_t seed) {
     int T = gpt_config(m).block_size;
     int32_t *x = malloc(sizeof(int32_t) * B * T), *y = malloc(sizeof(int32_t) * B * T);
-    if (!x || !y) die("out of memory");
+    if (!x || !y) die_system("out of memory");
     double total = 0.0;
     for (int64_t k = 0; k < iters; k++) {
         Rng r = rng_for(seed, 3, (uint64_t)k);
@@ -561,7 +572,7 @@ static int sample_token(const float *logits, int V, double temperature, int top_
         if (logits[i] > logits[best]) best = i;
     if (temperature == 0.0) return best;
     double *p = malloc(V * sizeof(double));
-    if (!p) die("out of memory");
+    if (!p) die_system("out of memory");
     double kth = -INFINITY;
     if (top_k > 0 && top_k < V) {  // the k-th largest logit: ties with it are kept
         for (int i = 0; i < V; i++) p[i] = logits[i];
@@ -597,7 +608,7 @@ static void generate(GPT *m, const Tokenizer *tok, const int32_t *prompt, int n_
     int V = c.vocab_size, cap = 2 * c.block_size, len = n_prompt, cached = 0;  // n_prompt <= block_size
     int32_t *seq = malloc(sizeof(int32_t) * cap);
     float *logits = malloc(sizeof(float) * (size_t)c.block_size * V);
-    if (!seq || !logits) die("out of memory");
+    if (!seq || !logits) die_system("out of memory");
     memcpy(seq, prompt, sizeof(int32_t) * n_prompt);
     Rng r = rng_for(seed, 4, 0);
     char utf8[4];
@@ -643,7 +654,7 @@ static void save(GPT *m, const char *path, const Tokenizer *tok, const Settings 
     int64_t step = gpt_get_step(m);
     if (st_write_checkpoint(path, gpt_config(m), gpt_params(m), gpt_adam_m(m), gpt_adam_v(m), step,
                             keys, values, 3, err, sizeof err) != 0)
-        die("%s", err);
+        die_system("%s", err);  // the folder was checked before the first step: the disk refused
     if (tok_json != tok->json) free(tok_json);
     free(settings);
 }
@@ -653,7 +664,7 @@ static char *metadata(const char *path, const char *key) {
     char err[ERRLEN];
     for (size_t cap = 1 << 16;; cap *= 2) {
         char *buf = malloc(cap);
-        if (!buf) die("out of memory");
+        if (!buf) die_system("out of memory");
         int rc = st_get_metadata(path, key, buf, cap, err, sizeof err);
         if (rc == GPT_OK) return buf;
         free(buf);
@@ -698,11 +709,11 @@ static GPT *load_weights(const char *path, GPTConfig c) {
     if (st_read_config(path, &c, &has_optimizer, err, sizeof err) != 0) die("%s", err);
     GPT *m = gpt_create(c, err, sizeof err);
     if (!m) die("%s", err);
-    int step = 0;  // int64_t once st_read_checkpoint takes an int64_t * (SPEC.md "Limits": 0 .. 2^53)
+    int64_t step = 0;  // SPEC.md "Limits": 0 .. 2^53, checked by the reader
     if (st_read_checkpoint(path, c, gpt_params(m), has_optimizer ? gpt_adam_m(m) : NULL,
                            has_optimizer ? gpt_adam_v(m) : NULL, &step, NULL, 0, err, sizeof err) != 0)
         die("%s", err);
-    gpt_set_step(m, step);
+    if (gpt_set_step(m, step) != GPT_OK) die("%s", gpt_error(m));
     return m;
 }
 // ---- the command line: every flag known and given at most once, every number read whole and in range ----
@@ -742,8 +753,9 @@ static void usage(void) {
         "      run per OUT, transformer.py's too), and OUT.*.tmp files a killed run left are removed\n"
         "Ctrl-C (SIGINT) or SIGTERM: the step in progress ends, a checkpoint of it is saved and the command\n"
         "that resumes it printed.\n"
-        "exit status: 0 done; 1 a problem with a file, the data or the run (a diverged run saves nothing);\n"
-        "  2 a mistake on the command line; 130 / 143 stopped by SIGINT / SIGTERM, its checkpoint saved\n");
+        "exit status: 0 done; 2 a user error (the command line, a file, the data, a checkpoint, a diverged\n"
+        "  run, which saves nothing); 1 the system refused (out of memory, a failed read or write);\n"
+        "  130 / 143 stopped by SIGINT / SIGTERM, its checkpoint saved\n");
 }
 
 static int listed(const char *const *list, const char *s) {
@@ -881,7 +893,7 @@ static GPTConfig config_from_flags(const Options *o, GPTConfig c, const char *ck
 
 static char *str_cat(const char *a, const char *b) {
     char *s = malloc(strlen(a) + strlen(b) + 1);
-    if (!s) die("out of memory");
+    if (!s) die_system("out of memory");
     return strcat(strcpy(s, a), b);
 }
 
@@ -889,7 +901,7 @@ static char *str_cat(const char *a, const char *b) {
 static char *out_folder(const char *out) {
     const char *slash = strrchr(out, '/');
     char *dir = slash ? strndup(out, slash == out ? 1 : (size_t)(slash - out)) : strdup(".");
-    if (!dir) die("out of memory");
+    if (!dir) die_system("out of memory");
     for (char *p = dir + 1;; p++) {
         if (*p && *p != '/') continue;
         char was = *p;
@@ -923,17 +935,31 @@ static char *check_out(const char *out) {
 }
 
 // one run per checkpoint: an exclusive lock on OUT.lock for the whole run (transformer.py takes the
-// same), dropped by the kernel however the process ends; the file stays (removing it would race)
+// same, shared/cli.py), dropped by the kernel however the process ends. The file is removed as the run
+// exits, while still held; so a lock taken on a file that has meanwhile been removed is no lock, and is
+// taken again on the file now at that path.
+static char *lock_path;
+
+static void remove_lock(void) { unlink(lock_path); }
+
 static int lock_out(const char *out) {
-    char *path = str_cat(out, ".lock");
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    if (fd < 0) die("--out %s: cannot make %s: %s", out, path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK) die("%s is being written by another training run (%s is locked)", out, path);
-        die("cannot lock %s: %s", path, strerror(errno));
+    lock_path = str_cat(out, ".lock");
+    for (;;) {
+        int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+        if (fd < 0) die("--out %s: cannot make %s: %s", out, lock_path, strerror(errno));
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            if (errno == EWOULDBLOCK)
+                die("%s is being written by another training run (%s is locked)", out, lock_path);
+            die("cannot lock %s: %s", lock_path, strerror(errno));
+        }
+        struct stat held, now;
+        if (fstat(fd, &held) == 0 && stat(lock_path, &now) == 0 && held.st_ino == now.st_ino &&
+            held.st_dev == now.st_dev) {
+            atexit(remove_lock);
+            return fd;
+        }
+        close(fd);
     }
-    free(path);
-    return fd;
 }
 
 // OUT.<16 hex digits>.tmp: st_write_checkpoint's (and checkpoint.py's) temporary name
@@ -955,7 +981,7 @@ static void remove_stale_temps(const char *out, const char *dir) {
     while ((e = readdir(d)) != NULL) {
         if (!is_temp_of(e->d_name, base)) continue;
         char *path = malloc(strlen(dir) + strlen(e->d_name) + 2);
-        if (!path) die("out of memory");
+        if (!path) die_system("out of memory");
         sprintf(path, "%s/%s", dir, e->d_name);
         if (unlink(path) != 0) die("cannot remove %s, left by an earlier run: %s", path, strerror(errno));
         free(path);
@@ -1028,22 +1054,15 @@ static int train_step(GPT *m, const Split *train, const Settings *s, int64_t ste
     int B = (int)s->batch_size, T = gpt_config(m).block_size;
     Rng r = rng_for((uint64_t)s->seed, 2, (uint64_t)step);  // this step's batch: a function of (seed, step)
     get_batch(train, B, T, &r, x, y);
-    float loss;
-    if (gpt_forward(m, x, y, B, T, &loss) != GPT_OK) die("%s", gpt_error(m));
-    const char *diverged = "step %lld: the %s is %s: the run diverged (try a lower --lr); no checkpoint written for it";
-    if (!isfinite(loss)) {
-        snprintf(err, ERRLEN, diverged, (long long)step, "loss", isnan(loss) ? "nan" : "inf");
-        return -1;
-    }
-    gpt_zero_grad(m);
-    if (gpt_backward(m) != GPT_OK) die("%s", gpt_error(m));
     double lr = lr_at(step, s->lr, s->min_lr, s->warmup_steps, s->decay_steps);
-    float norm = gpt_adamw_update(m, (float)lr, (float)s->beta1, (float)s->beta2, (float)s->eps,
-                                  (float)s->weight_decay, (float)s->grad_clip);
-    if (!isfinite(norm)) {
-        snprintf(err, ERRLEN, diverged, (long long)step, "gradient norm", isnan(norm) ? "nan" : "inf");
+    float loss, norm;  // the library refuses a non-finite loss or norm before it changes anything
+    int rc = gpt_train_step(m, x, y, B, T, (float)lr, (float)s->beta1, (float)s->beta2, (float)s->eps,
+                            (float)s->weight_decay, (float)s->grad_clip, &loss, &norm);
+    if (rc == GPT_ERR_DIVERGED) {
+        snprintf(err, ERRLEN, "%s; no checkpoint written for it", gpt_error(m));
         return -1;
     }
+    if (rc != GPT_OK) die("%s", gpt_error(m));
     return 0;
 }
 
@@ -1055,7 +1074,7 @@ static double seconds_since(const struct timespec *t0) {
 
 // from the model's step to s->steps: a batch per step, an evaluation and a checkpoint every
 // eval_interval. A SIGINT or SIGTERM ends it after the step in progress, with a checkpoint of it.
-// Returns the exit status: 0 done, 1 diverged, 128 + a signal.
+// Returns the exit status: 0 done, EXIT_USER diverged, 128 + a signal.
 static int train_loop(GPT *m, const Data *d, const Settings *s, const Tokenizer *tok, const Run *run) {
     GPTConfig c = gpt_config(m);
     int B = (int)s->batch_size, T = c.block_size;
@@ -1065,7 +1084,7 @@ static int train_loop(GPT *m, const Data *d, const Settings *s, const Tokenizer 
            c.position_embedding ? "" : ", position_embedding off", gpt_num_params(c), gpt_get_num_threads());
     printf("data: %ld train / %ld val tokens\n", d->train.n, d->val.n);
     int32_t *x = malloc(sizeof(int32_t) * B * T), *y = malloc(sizeof(int32_t) * B * T);
-    if (!x || !y) die("out of memory");
+    if (!x || !y) die_system("out of memory");
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int64_t start = gpt_get_step(m);
@@ -1086,7 +1105,7 @@ static int train_loop(GPT *m, const Data *d, const Settings *s, const Tokenizer 
             status = stop_on_signal(step, step > start || run->resumed, run->out, run->opts, run->program);
         } else if (step < s->steps && train_step(m, &d->train, s, step, x, y, err) != 0) {
             fprintf(stderr, "error: %s\n", err);
-            status = EXIT_FAILURE;
+            status = EXIT_USER;
         }
     }
     catch_stop_signals(0);
@@ -1207,7 +1226,7 @@ static int cmd_sample(int argc, char **argv) {
     if (n < 1) usage_error("--prompt must be non-empty UTF-8 text");
     if (n > c.block_size) { memmove(cps, cps + n - c.block_size, sizeof(uint32_t) * c.block_size); n = c.block_size; }
     int32_t *ids = malloc(sizeof(int32_t) * n);
-    if (!ids) die("out of memory");
+    if (!ids) die_system("out of memory");
     for (long i = 0; i < n; i++)
         if ((ids[i] = tokenizer_id(&tok, cps[i])) < 0)
             die("the prompt has a character (U+%04X) the tokenizer lacks", (unsigned)cps[i]);
@@ -1227,5 +1246,5 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "-h") != 0 && strcmp(argv[1], "--help") != 0)
         usage_error("unknown command '%s': give train or sample", argv[1]);
     usage();
-    return argc >= 2 ? 0 : EXIT_USAGE;
+    return argc >= 2 ? 0 : EXIT_USER;
 }

@@ -313,7 +313,7 @@ def test_program_carries_any_tokenizer_and_resumes_on_token_files(program, text_
         assert tokenizer_from_json(ckpt.metadata["tokenizer"]).words == word.words
     r = subprocess.run([program, "sample", "--ckpt", str(half)], capture_output=True, text=True, check=False)
     assert (
-        r.returncode == 1
+        r.returncode == 2
         and "not the character tokenizer" in r.stderr
         and "transformer.py sample" in r.stderr
     )
