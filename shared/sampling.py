@@ -14,7 +14,8 @@ def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, rng) 
         return np.argmax(logits, axis=-1).astype(np.int64)
     # the largest logit subtracted before dividing: a tiny temperature then sends the rest to -inf (the
     # greedy token), where logits / temperature would overflow to inf - inf = NaN
-    z = (logits - logits.max(axis=-1, keepdims=True)) / temperature
+    with np.errstate(over="ignore"):  # a tiny temperature: the overflow to -inf is the point
+        z = (logits - logits.max(axis=-1, keepdims=True)) / temperature
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.sort(z, axis=-1)[:, -top_k][:, None]
         z = np.where(z < kth, -np.inf, z)

@@ -47,8 +47,9 @@ class CharTokenizer:
         points = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         vocab = np.frombuffer(self.chars.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         order = np.argsort(vocab)
-        at = np.minimum(np.searchsorted(vocab[order], points), len(vocab) - 1)
-        unknown = vocab[order][at] != points
+        at = np.searchsorted(vocab[order], points)
+        unknown = at == len(vocab)  # past the largest (or an empty vocabulary)
+        unknown[~unknown] = vocab[order][at[~unknown]] != points[~unknown]
         if unknown.any():
             chars = "".join(sorted(set(points[unknown].tobytes().decode("utf-32-le", "surrogatepass"))))
             raise InputError(f"characters not in the tokenizer's vocabulary: {chars!r}")
