@@ -655,14 +655,20 @@ static int all_finite(const float *a, size_t n) {
     return 1;
 }
 
-// the step counter is 64 bits, bounded by 2^53; a model at 2^53 takes no more steps
-static void test_step_counter(void) {
+// a 1-layer model with random weights and a batch of 2 x 8 random tokens and targets, for the step tests
+static GPT *small_model(int32_t idx[2 * 8], int32_t targets[2 * 8]) {
     GPTConfig c = {.n_layer = 1, .n_head = 2, .n_embd = 8, .block_size = 8, .vocab_size = 11,
                    .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
     GPT *m = create(c);
     randomize(m);
-    int32_t idx[2 * 8], targets[2 * 8];
     random_tokens(idx, targets, 2 * 8, c.vocab_size);
+    return m;
+}
+
+// the step counter is 64 bits, bounded by 2^53; a model at 2^53 takes no more steps
+static void test_step_counter(void) {
+    int32_t idx[2 * 8], targets[2 * 8];
+    GPT *m = small_model(idx, targets);
     float loss = 0.0f, norm = 0.0f;
     // from 2^31 - 1, where a 32-bit counter overflowed to INT_MIN and every weight became NaN
     int rc = gpt_set_step(m, 2147483647);
@@ -692,12 +698,8 @@ static void test_step_counter(void) {
 // SPEC.md "Limits": a diverging run stops before the step changes anything; given gradients that are
 // not finite, and AdamW settings out of range, are refused
 static void test_divergence(void) {
-    GPTConfig c = {.n_layer = 1, .n_head = 2, .n_embd = 8, .block_size = 8, .vocab_size = 11,
-                   .scale_attn_weights = 1, .residual = 1, .position_embedding = 1};
-    GPT *m = create(c);
-    randomize(m);
     int32_t idx[2 * 8], targets[2 * 8];
-    random_tokens(idx, targets, 2 * 8, c.vocab_size);
+    GPT *m = small_model(idx, targets);
     // an absurd learning rate: the first step blows the weights up, a later one finds the loss not finite
     int rc = GPT_OK, steps = 0;
     Snapshot before = snapshot(m);
@@ -730,7 +732,7 @@ static void test_divergence(void) {
 
     // given gradients: a NaN or inf is the caller's mistake, named by tensor
     gpt_zero_grad(m);
-    size_t at = gpt_tensor_offset(c, 6) + 3;  // h.0.attn.c_proj.weight
+    size_t at = gpt_tensor_offset(gpt_config(m), 6) + 3;  // h.0.attn.c_proj.weight
     gpt_grads(m)[at] = INFINITY;
     before = snapshot(m);
     rc = gpt_adamw_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, NULL);
