@@ -317,7 +317,9 @@ def test_metadata_not_an_object_of_strings(weights, loader, metadata):
         ('{"lr": 0.1}', r"unexpected key 'lr'"),
         ("[0.9, 0.95]", r"not a JSON object"),
         ('"adamw"', r"not a JSON object"),
-        ('{"eps": ' + "1" * 5000 + "}", r"not valid JSON \(Exceeds the limit"),
+        pytest.param(
+            '{"eps": ' + "1" * 5000 + "}", r"not valid JSON \(Exceeds the limit", id="eps-5000-digits"
+        ),
     ],
 )
 def test_bad_adamw_settings(training, loader, adamw, match):
@@ -342,6 +344,7 @@ def test_bad_adamw_settings(training, loader, adamw, match):
         ("3.0", r"needs an integer 'step'"),
         ("true", r"needs an integer 'step'"),
     ],
+    ids=["negative", "2^53+1", "5000-digits", "float", "true"],
 )
 def test_bad_step(training, loader, step, match):
     refused(loader, edit_metadata(training, step=step), CheckpointError, match)
