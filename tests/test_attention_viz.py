@@ -387,3 +387,130 @@ def test_page_with_hundreds_of_tokens_in_headless_chromium(browser, tmp_path):
         # the view is larger than its box, which scrolls
         assert b.js("(s => s.scrollHeight > s.clientHeight)(document.getElementById('main-scroll'))"), view
     assert b.problems() == []
+
+
+# ---- legible at full context (issue 15) ----
+
+
+def test_grid_png_labels_every_token_of_a_64_token_context():
+    # from 61 tokens the grid labelled every other character: every sentence cut to a 64-token context
+    from viz.attention import _tick_fontsize, grid_cell_inches
+
+    for T in range(2, 65):
+        assert _tick_fontsize(grid_cell_inches(T), T)[1] == 1, T
+
+
+def box(b, expression):
+    return b.js(
+        f"(r => ({{left: r.left, right: r.right, top: r.top, bottom: r.bottom}}))({expression}.getBoundingClientRect())"
+    )
+
+
+def overlap(a, c):
+    return (
+        a["left"] < c["right"]
+        and c["left"] < a["right"]
+        and a["top"] < c["bottom"]
+        and c["top"] < a["bottom"]
+    )
+
+
+@pytest.fixture(scope="module")
+def wide_page(tmp_path_factory):
+    """2 layers x 6 heads, a 57-character sentence (the context holds 64): the page, opened per test."""
+    folder = tmp_path_factory.mktemp("wide")
+    ckpt = make_checkpoint(folder / "wide.safetensors", n_layer=2, n_head=6, block_size=64)
+    assert len(WIDE) == 57 and run(WIDE, "--ckpt", ckpt, "--impl", "numpy", "--out", folder) == 0
+    return folder / "attention.html"
+
+
+WIDE = "To be, or not to be, that is the question: whether 'tis n"
+
+
+def centre(b, expression):
+    return b.js(f"(r => [r.x + r.width / 2, r.y + r.height / 2])({expression}.getBoundingClientRect())")
+
+
+def test_spaces_are_visible_in_the_strip(browser, wide_page):
+    b = browser
+    b.open(wide_page)
+    spaces = b.js(
+        "[...document.querySelectorAll('#strip span.token')].filter(s => s.classList.contains('ws'))"
+        ".map(s => [s.textContent, s.getBoundingClientRect().width])"
+    )
+    assert len(spaces) == WIDE.count(" ") and all(t == "\u2423" and w > 0 for t, w in spaces)
+    assert b.problems() == []
+
+
+def test_the_tooltip_does_not_cover_the_strip(browser, wide_page):
+    # a window whose bottom edge is the strip's: no room below, and the tooltip was pushed up over the
+    # strip whose colouring it explains
+    b = browser
+    b.open(wide_page)
+    bottom = b.js("Math.ceil(document.getElementById('strip').getBoundingClientRect().bottom) + 2")
+    b.send("Emulation.setDeviceMetricsOverride", width=1400, height=bottom, deviceScaleFactor=1, mobile=False)
+    try:
+        b.mouse("mouseMoved", *centre(b, "document.querySelectorAll('#strip span.token')[9]"))
+        assert not b.js("document.getElementById('tooltip').hidden")
+        assert not overlap(
+            box(b, "document.getElementById('strip')"), box(b, "document.getElementById('tooltip')")
+        )
+    finally:
+        b.send("Emulation.clearDeviceMetricsOverride")
+
+
+def test_a_head_is_previewed_while_another_is_locked(browser, wide_page):
+    b = browser
+    b.open(wide_page)
+    b.click('.thumb[data-layer="0"][data-head="1"] canvas')
+    b.mouse(
+        "mouseMoved", *centre(b, 'document.querySelector(\'.thumb[data-layer="1"][data-head="4"] canvas\')')
+    )
+    assert shown(b) == "L1H4" and b.js("document.getElementById('view-title').textContent").endswith(
+        "(preview)"
+    )
+    b.mouse("mouseMoved", 5, 5)
+    assert shown(b) == "L0H1"  # the lock comes back as the mouse leaves
+
+
+def test_lines_view_of_twelve_heads(browser, wide_page):
+    # head colours repeated after 8, the legend was clipped to the canvas, the title said "max of"
+    b = browser
+    b.open(wide_page)
+    b.click("input[name=view][value=lines]")
+    b.click("#select-all")
+    b.mouse("mouseMoved", 5, 5)
+    legend, width = b.js("layout.legend"), b.js("layout.width")
+    assert legend is not None and len(legend) == 12 and len({e["colour"] for e in legend}) == 12
+    assert all(e["x"] >= 0 and e["x"] + e["w"] <= width for e in legend)
+    title = b.js("document.getElementById('view-title').textContent")
+    assert "each head in its colour" in title and "max of" not in title and "mean of" not in title
+    assert b.problems() == []
+
+
+def test_the_keyboard_moves_the_pinned_token(browser, wide_page):
+    b = browser
+    b.open(wide_page)
+    for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowLeft"):
+        b.send("Input.dispatchKeyEvent", type="keyDown", key=key, code=key)
+    assert b.js("state.pinnedToken") == 1
+
+
+def test_tiny_weights_are_in_scientific_notation(browser, wide_page):
+    b = browser
+    b.open(wide_page)
+    assert b.js("fmt(0.00000280465123)") == "2.80465e-6" and b.js("fmt(0.25)") == "0.250000"
+
+
+def test_a_cut_sentence_s_strip_starts_with_an_ellipsis(browser, tmp_path):
+    b = browser
+    ckpt = make_checkpoint(tmp_path / "cut.safetensors", n_layer=1, n_head=2, block_size=64)
+    sentence = ("Now is the winter of our discontent made glorious summer by this sun of York; " * 2)[:136]
+    assert run(sentence, "--ckpt", ckpt, "--impl", "numpy", "--out", tmp_path) == 0
+    b.open(tmp_path / "attention.html")
+    first = b.js(
+        "(e => [e.tagName, e.textContent, e.title])(document.getElementById('strip').firstElementChild)"
+    )
+    assert first == ["I", "\u2026", "72 earlier tokens dropped to fit the model's context"]
+    assert b.js("document.querySelectorAll('#strip span.token').length") == 64
+    assert b.problems() == []

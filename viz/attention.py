@@ -101,13 +101,19 @@ def _caption(a: Attention) -> str:
     return f"\u201c\u2026{_oneline(shown)}\u201d (the last {len(a.ids)} tokens; {a.dropped} dropped to fit block_size)"
 
 
+def grid_cell_inches(T: int) -> float:
+    """Inches per heatmap in the grid: a label on every token up to T = 64 (at least 6 pt a token,
+    _tick_fontsize's limit), every sentence cut to a 64-token context included; larger T share out labels."""
+    return float(np.clip(T / 11, 1.6, 6.0))
+
+
 def plot_grid(a: Attention, path, title: str) -> None:
     """Every head: rows are layers, columns heads, one colour scale for all."""
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     L, NH, T, _ = a.att.shape
-    cell = float(np.clip(0.1 * T, 1.6, 5.0))  # inches per heatmap: labels fit up to T = 64
+    cell = grid_cell_inches(T)
     fontsize, step = _tick_fontsize(cell, T)
     labels = [label(t) for t in a.tokens]
     fig = Figure(figsize=(NH * cell + 1.6, L * cell + 1.4), layout="constrained")
