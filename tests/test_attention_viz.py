@@ -514,3 +514,46 @@ def test_a_cut_sentence_s_strip_starts_with_an_ellipsis(browser, tmp_path):
     assert first == ["I", "\u2026", "72 earlier tokens dropped to fit the model's context"]
     assert b.js("document.querySelectorAll('#strip span.token').length") == 64
     assert b.problems() == []
+
+
+def test_query_labels_stay_in_their_rows(browser, wide_page):
+    # the marks for a space and a newline sat low and ran into the next row's label
+    b = browser
+    b.open(wide_page)
+    boxes, top, cell = b.js("layout.queryLabels"), b.js("layout.top"), b.js("layout.cell")
+    assert boxes is not None and len(boxes) == len(WIDE)
+    for t, label_box in enumerate(boxes):
+        centre_y = (label_box["top"] + label_box["bottom"]) / 2
+        assert abs(centre_y - (top + (t + 0.5) * cell)) <= 0.5, (t, WIDE[t])
+        if t + 1 < len(boxes):
+            assert label_box["bottom"] <= boxes[t + 1]["top"] + 0.5, (t, WIDE[t], WIDE[t + 1])
+
+
+@pytest.mark.parametrize("width", [900, 1280])
+def test_a_full_context_has_readable_labels_at_the_default_zoom(browser, wide_page, width):
+    # at 57-64 tokens the default zoom gave 8-10 px labels at 1280-1400 px, and none at 900 px
+    b = browser
+    b.send("Emulation.setDeviceMetricsOverride", width=width, height=1000, deviceScaleFactor=1, mobile=False)
+    try:
+        b.open(wide_page)
+        assert b.js("layout.cell") >= 12 and len(b.js("layout.queryLabels")) == len(WIDE)
+    finally:
+        b.send("Emulation.clearDeviceMetricsOverride")
+
+
+def test_the_exported_png_is_sharp_and_names_the_model_and_sentence(browser, wide_page):
+    b = browser
+    b.open(wide_page)
+    css_width = b.js("parseFloat(document.getElementById('main-canvas').style.width)")
+    caption = b.js("exportCaption()")
+    assert caption[0] == b.js("DATA.title") and WIDE[:40] in caption[1]
+    for old in b.downloads.glob("attention-heatmap-*.png"):
+        old.unlink()
+    b.click("#export-png")
+    png = wait_for_file(b.downloads, "attention-heatmap-layer1-head0.png").read_bytes()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width == 3 * round(css_width) and height > 3 * b.js(
+        "parseFloat(document.getElementById('main-canvas').style.height)"
+    )
+    assert b.js("document.getElementById('main-canvas').width") < width  # the screen's view is back
+    assert b.problems() == []
