@@ -557,3 +557,22 @@ def test_the_exported_png_is_sharp_and_names_the_model_and_sentence(browser, wid
     )
     assert b.js("document.getElementById('main-canvas').width") < width  # the screen's view is back
     assert b.problems() == []
+
+
+def test_the_page_in_a_notebook_cell(browser, ckpt, tmp_path):
+    # a notebook shows an object's _repr_html_: the whole page, in an iframe of its own, working
+    from viz.attention import AttentionPage, attention_page
+
+    page = attention_page(impl_numpy.load(ckpt), TOKENIZER, SENTENCE, layer=0, head=2)
+    assert isinstance(page, AttentionPage) and page._repr_html_().startswith("<iframe srcdoc=")
+    host = tmp_path / "notebook.html"
+    host.write_text(f"<!doctype html><html><body><p>a notebook cell</p>{page._repr_html_()}</body></html>")
+    b = browser
+    b.open(host)
+    inner = "document.querySelector('iframe').contentDocument"
+    deadline = time.monotonic() + 20
+    while b.js(f"{inner}.querySelectorAll('#grid .thumb').length") != 2 * 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b.js(f"{inner}.querySelectorAll('#grid .thumb').length") == 2 * 3
+    assert b.js(f"{inner}.getElementById('main-canvas').dataset.heads") == "L0H2"
+    assert b.problems() == []

@@ -4,6 +4,7 @@
 import base64
 import json
 from dataclasses import dataclass
+from html import escape
 from importlib import resources
 from pathlib import Path
 
@@ -197,6 +198,32 @@ def render_html(data: dict) -> str:
     # inside <script>, "</script>" or "<!--" in a sentence would end the data early: escape every "<"
     payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
     return template.replace(DATA_PLACEHOLDER, payload)
+
+
+@dataclass
+class AttentionPage:
+    """The page in a notebook: a cell ending in `attention_page(model, tokenizer, text)` shows it inline
+    (Jupyter calls _repr_html_). It sits in an iframe of its own, so that its script and styles meet
+    nothing of the notebook's."""
+
+    html: str
+
+    def _repr_html_(self) -> str:
+        return (
+            f'<iframe srcdoc="{escape(self.html, quote=True)}" title="attention" '
+            'style="width: 100%; height: 900px; border: 1px solid #d0d7de"></iframe>'
+        )
+
+
+def attention_page(
+    model, tokenizer, text: str, layer: int | None = None, head: int = 0, title: str = "attention"
+):
+    """The page write_attention writes, as an object a notebook displays inline."""
+    layer = model.config.n_layer - 1 if layer is None else layer
+    check_head(model.config, layer, head)
+    return AttentionPage(
+        render_html(page_data(attention_weights(model, tokenizer, text), layer, head, title))
+    )
 
 
 def write_attention(
