@@ -576,3 +576,32 @@ def test_the_page_in_a_notebook_cell(browser, ckpt, tmp_path):
     assert b.js(f"{inner}.querySelectorAll('#grid .thumb').length") == 2 * 3
     assert b.js(f"{inner}.getElementById('main-canvas').dataset.heads") == "L0H2"
     assert b.problems() == []
+
+
+def test_a_zoomed_heatmap_keeps_its_labels_in_sight(browser, wide_page):
+    # zoomed in, the labels, title and colour bar scrolled away with the canvas
+    b = browser
+    b.open(wide_page)
+    b.js("(z => { z.value = 40; z.dispatchEvent(new Event('input')); })(document.getElementById('zoom'))")
+    b.js("(s => { s.scrollLeft = 900; s.scrollTop = 700; })(document.getElementById('main-scroll'))")
+    time.sleep(0.3)  # the redraw waits for an animation frame
+    sx, sy = b.js(
+        "[document.getElementById('main-scroll').scrollLeft, document.getElementById('main-scroll').scrollTop]"
+    )
+    w, h = b.js(
+        "[document.getElementById('main-scroll').clientWidth, document.getElementById('main-scroll').clientHeight]"
+    )
+    assert sx > 0 and sy > 0 and b.js("[layout.sx, layout.sy]") == [sx, sy]
+    labels = b.js("layout.queryLabels")
+    assert labels and sx < labels[0]["x"] < sx + w  # the query labels' column is in sight
+    assert sy < b.js("layout.keyLabelsY") < sy + h  # and so is the key labels' row
+    # the band is white where the title sits, and holds ink (the title's text)
+    band = b.js(
+        f"(c => {{ const k = c.width / parseFloat(c.style.width);"
+        f" const d = c.getContext('2d').getImageData(Math.round(({sx} + 10) * k), Math.round(({sy} + 2) * k),"
+        f" Math.round(200 * k), Math.round(20 * k)).data; let dark = 0;"
+        f" for (let p = 0; p < d.length; p += 4) if (d[p] < 100) dark++; return dark; }})"
+        f"(document.getElementById('main-canvas'))"
+    )
+    assert band > 20
+    assert b.problems() == []
