@@ -605,3 +605,56 @@ def test_a_zoomed_heatmap_keeps_its_labels_in_sight(browser, wide_page):
     )
     assert band > 20
     assert b.problems() == []
+
+
+def test_leaving_out_the_first_token_renormalises_every_row(browser, wide_page):
+    b = browser
+    b.open(wide_page)
+    att = attention_weights(impl_numpy.load(wide_page.parent / "wide.safetensors"), TOKENIZER, WIDE).att
+    b.js(
+        "(s => { s.value = 'first'; s.dispatchEvent(new Event('input')); })(document.getElementById('ignore'))"
+    )
+    L, NH, T, _ = att.shape
+    shown = np.array(
+        b.js(
+            f"[...Array({L * NH}).keys()].map(k => [...Array({T}).keys()].map(i => [...Array({T}).keys()].map(j => weight(k, i, j))))"
+        )
+    )
+    expected = att.reshape(L * NH, T, T).astype(np.float64)
+    expected[:, :, 0] = 0
+    kept = expected.sum(-1, keepdims=True)
+    expected = np.divide(expected, kept, out=np.zeros_like(expected), where=kept > 0)
+    np.testing.assert_allclose(shown, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(shown[:, 1:].sum(-1), 1.0, rtol=1e-5)  # every row but the first sums to 1
+    assert b.js("rawWeight(0, 5, 0)") == pytest.approx(float(att[0, 0, 5, 0]), rel=1e-6)  # exports stay raw
+    assert b.problems() == []
+
+
+def test_thumbnails_carry_their_line_colour(browser, wide_page):
+    # in the lines view nothing matched a line to its head's thumbnail
+    b = browser
+    b.open(wide_page)
+    b.click("input[name=view][value=lines]")
+    b.click("#select-all")
+    b.mouse("mouseMoved", 5, 5)
+    swatches = b.js(
+        "[...document.querySelectorAll('#grid .thumb')].map(t => (s => s && s.style.visibility === 'visible'"
+        " ? getComputedStyle(s).backgroundColor : null)(t.querySelector('.swatch')))"
+    )
+    legend = b.js(
+        "layout.legend.map(e => (c => { c.fillStyle = e.colour; return c.fillStyle; })(document.createElement('canvas').getContext('2d')))"
+    )
+    as_hex = b.js(
+        "(cs => cs.map(c => { const x = document.createElement('canvas').getContext('2d'); x.fillStyle = c; return x.fillStyle; }))"
+        f"({json.dumps(swatches)})"
+    )
+    assert None not in swatches and as_hex == legend
+
+
+def test_arrow_keys_lock_the_next_and_previous_head(browser, wide_page):
+    b = browser
+    b.open(wide_page)
+    assert shown(b) == "L1H0"
+    for key in ("ArrowDown", "ArrowDown", "ArrowUp"):
+        b.send("Input.dispatchKeyEvent", type="keyDown", key=key, code=key)
+    assert shown(b) == "L1H1" and b.js("document.querySelector('.thumb.locked').dataset.head") == "1"
