@@ -658,3 +658,88 @@ def test_arrow_keys_lock_the_next_and_previous_head(browser, wide_page):
     for key in ("ArrowDown", "ArrowDown", "ArrowUp"):
         b.send("Input.dispatchKeyEvent", type="keyDown", key=key, code=key)
     assert shown(b) == "L1H1" and b.js("document.querySelector('.thumb.locked').dataset.head") == "1"
+
+
+# ---- what bertviz and CircuitsVis do not show (issue 15), each against the model's own numbers ----
+
+
+@pytest.fixture(scope="module")
+def wide_numbers(wide_page):
+    model = impl_numpy.load(wide_page.parent / "wide.safetensors")
+    acts = model.activations(TOKENIZER.encode(WIDE)[None, :])
+    L, C = model.config.n_layer, model.config.n_embd
+    qkv = np.stack([acts[f"h.{i}.attn.qkv"][0] for i in range(L)]).astype(np.float64)  # (L, T, 3C)
+    att = np.stack([acts[f"h.{i}.attn.att"][0] for i in range(L)]).astype(np.float64)  # (L, NH, T, T)
+    return qkv, att, C
+
+
+def test_why_this_weight_recomputes_it_from_q_and_k(browser, wide_page, wide_numbers):
+    b = browser
+    b.open(wide_page)
+    qkv, att, C = wide_numbers
+    NH = att.shape[1]
+    HS = C // NH
+    for layer, head, i, j in [(0, 1, 10, 4), (1, 5, 56, 0), (1, 0, 5, 5), (0, 3, 30, 29)]:
+        w = b.js(f"why(headKey({layer}, {head}), {i}, {j})")
+        q = qkv[layer, i, head * HS : (head + 1) * HS]
+        k = qkv[layer, j, C + head * HS : C + (head + 1) * HS]
+        np.testing.assert_allclose(w["q"], q, rtol=1e-6)
+        np.testing.assert_allclose(w["k"], k, rtol=1e-6)
+        np.testing.assert_allclose(w["product"], q * k, rtol=1e-5)
+        assert w["score"] == pytest.approx(q @ k / np.sqrt(HS), rel=1e-5)
+        assert w["weight"] == pytest.approx(att[layer, head, i, j], rel=1e-5, abs=1e-7)
+    # a click on a cell of one head's heatmap shows the breakdown
+    b.js("document.getElementById('main-scroll').scrollIntoView({block: 'start'})")
+    x, y = b.js(
+        "(() => { const r = document.getElementById('main-canvas').getBoundingClientRect();"
+        " return [r.x + layout.left + 4.5 * layout.cell, r.y + layout.top + 10.5 * layout.cell]; })()"
+    )
+    b.mouse("mouseMoved", x, y)
+    b.mouse("mousePressed", x, y)
+    b.mouse("mouseReleased", x, y)
+    text = b.js("document.getElementById('why').textContent")
+    assert (
+        text.startswith("layer 1, head 0: query #10")
+        and "\u2190 this entry" in text
+        and "the model's" in text
+    )
+    assert b.problems() == []
+
+
+def test_value_weighted_attention(browser, wide_page, wide_numbers):
+    b = browser
+    b.open(wide_page)
+    qkv, att, C = wide_numbers
+    L, NH, T, _ = att.shape
+    HS = C // NH
+    b.js(
+        "(s => { s.value = 'value'; s.dispatchEvent(new Event('input')); })(document.getElementById('measure'))"
+    )
+    got = np.array(
+        b.js(
+            f"[...Array({L * NH}).keys()].map(k => [...Array({T}).keys()].map(i => [...Array({T}).keys()].map(j => weight(k, i, j))))"
+        )
+    )
+    v = qkv[:, :, 2 * C :].reshape(L, T, NH, HS)
+    norms = np.linalg.norm(v, axis=-1).transpose(0, 2, 1)  # (L, NH, T)
+    expected = att * norms[:, :, None, :]
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, expected.reshape(L * NH, T, T), rtol=1e-5, atol=1e-7)
+
+
+def test_attention_rollout(browser, wide_page, wide_numbers):
+    b = browser
+    b.open(wide_page)
+    _, att, _ = wide_numbers
+    L, _, T, _ = att.shape
+    b.click("#rollout")
+    got = np.array(b.js("Array.from(combined(shownHeads()))")).reshape(T, T)
+    r = None
+    for layer in range(L):  # the default head is in the last layer: the rollout through every layer
+        a = 0.5 * att[layer].mean(0) + 0.5 * np.eye(T)
+        r = a if r is None else a @ r
+    np.testing.assert_allclose(got, r, rtol=1e-5, atol=1e-7)
+    assert b.js("document.getElementById('view-title').textContent").startswith(
+        "attention rollout through layer 1"
+    )
+    assert b.problems() == []

@@ -16,6 +16,7 @@ CMAP = "viridis"  # perceptually uniform and readable with every common colour-v
 HTML_COLORMAPS = ("viridis", "cividis", "magma")  # the page's palette choices, all colourblind-safe
 MASKED = "#d9d9d9"  # the causal upper triangle: a query never sees later keys
 DATA_PLACEHOLDER = "__ATTENTION_DATA__"
+QKV_LIMIT = 4 << 20  # floats of q, k, v the page carries (16 MB): GPT-2 small's 12 layers up to 150 tokens
 # how whitespace and control characters show as tick labels and tokens (DejaVu Sans has these glyphs)
 VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
 
@@ -27,6 +28,8 @@ class Attention:
     tokens: list[str]  # each id decoded
     text: str  # the sentence as given
     dropped: int  # tokens cut from the front to fit block_size
+    qkv: np.ndarray | None = None  # (L, T, 3C) float32: every layer's q, k, v (h.{l}.attn.qkv), all heads
+    scaled: bool = True  # scores divided by sqrt(head_size) (config.scale_attn_weights)
 
 
 def encode_sentence(tokenizer, text: str, block_size: int) -> tuple[np.ndarray, int]:
@@ -51,8 +54,9 @@ def attention_weights(model, tokenizer, text: str) -> Attention:
     att = np.stack(  # (L, NH, T, T): batch row 0 of every layer's weights
         [acts[f"h.{i}.attn.att"][0] for i in range(model.config.n_layer)]
     ).astype(np.float32)
+    qkv = np.stack([acts[f"h.{i}.attn.qkv"][0] for i in range(model.config.n_layer)]).astype(np.float32)
     tokens = [tokenizer.decode([i]) for i in ids]
-    return Attention(att, [int(i) for i in ids], tokens, text, dropped)
+    return Attention(att, [int(i) for i in ids], tokens, text, dropped, qkv, model.config.scale_attn_weights)
 
 
 def label(token: str) -> str:
@@ -187,10 +191,19 @@ def page_data(a: Attention, layer: int, head: int, title: str) -> dict:
         "layer": layer,
         "head": head,
         # float32, little-endian, the lower triangles of every head in (layer, head, query, key) order
-        "attention": base64.b64encode(packed.tobytes()).decode("ascii"),
+        "attention": _b64(packed),
+        # float32, little-endian, (layer, token, 3C): what "why this weight" recomputes a weight from and
+        # what the value-weighted view weighs by; left out past QKV_LIMIT floats (the page says so)
+        "qkv": _b64(a.qkv) if a.qkv is not None and a.qkv.size <= QKV_LIMIT else None,
+        "n_embd": int(a.qkv.shape[-1] // 3) if a.qkv is not None else None,
+        "scaled": bool(a.scaled),
         "colormaps": {name: _colormap_table(name) for name in HTML_COLORMAPS},
         "masked": MASKED,
     }
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
 
 
 def render_html(data: dict) -> str:
