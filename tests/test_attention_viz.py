@@ -473,13 +473,18 @@ def test_a_head_is_previewed_while_another_is_locked(browser, wide_page):
     assert shown(b) == "L0H1"  # the lock comes back as the mouse leaves
 
 
-def test_lines_view_of_twelve_heads(browser, wide_page):
-    # head colours repeated after 8, the legend was clipped to the canvas, the title said "max of"
-    b = browser
-    b.open(wide_page)
+def lines_of_every_head(b, page):
+    """The page opened on the lines view of every head, the mouse away from it."""
+    b.open(page)
     b.click("input[name=view][value=lines]")
     b.click("#select-all")
     b.mouse("mouseMoved", 5, 5)
+    return b
+
+
+def test_lines_view_of_twelve_heads(browser, wide_page):
+    # head colours repeated after 8, the legend was clipped to the canvas, the title said "max of"
+    b = lines_of_every_head(browser, wide_page)
     legend, width = b.js("layout.legend"), b.js("layout.width")
     assert legend is not None and len(legend) == 12 and len({e["colour"] for e in legend}) == 12
     assert all(e["x"] >= 0 and e["x"] + e["w"] <= width for e in legend)
@@ -582,7 +587,7 @@ def test_a_zoomed_heatmap_keeps_its_labels_in_sight(browser, wide_page):
     # zoomed in, the labels, title and colour bar scrolled away with the canvas
     b = browser
     b.open(wide_page)
-    b.js("(z => { z.value = 40; z.dispatchEvent(new Event('input')); })(document.getElementById('zoom'))")
+    choose(b, "zoom", 40)
     b.js("(s => { s.scrollLeft = 900; s.scrollTop = 700; })(document.getElementById('main-scroll'))")
     time.sleep(0.3)  # the redraw waits for an animation frame
     sx, sy = b.js(
@@ -607,19 +612,29 @@ def test_a_zoomed_heatmap_keeps_its_labels_in_sight(browser, wide_page):
     assert b.problems() == []
 
 
+def choose(b, control, value):
+    """Sets a control of the page as a user would, and lets the page hear it."""
+    b.js(
+        f"(s => {{ s.value = {json.dumps(value)}; s.dispatchEvent(new Event('input')); }})(document.getElementById('{control}'))"
+    )
+
+
+def shown_weights(b, heads, T):
+    """The page's weight(key, i, j) for every head, query and key: (heads, T, T)."""
+    return np.array(
+        b.js(
+            f"[...Array({heads}).keys()].map(k => [...Array({T}).keys()].map(i => [...Array({T}).keys()].map(j => weight(k, i, j))))"
+        )
+    )
+
+
 def test_leaving_out_the_first_token_renormalises_every_row(browser, wide_page):
     b = browser
     b.open(wide_page)
     att = attention_weights(impl_numpy.load(wide_page.parent / "wide.safetensors"), TOKENIZER, WIDE).att
-    b.js(
-        "(s => { s.value = 'first'; s.dispatchEvent(new Event('input')); })(document.getElementById('ignore'))"
-    )
+    choose(b, "ignore", "first")
     L, NH, T, _ = att.shape
-    shown = np.array(
-        b.js(
-            f"[...Array({L * NH}).keys()].map(k => [...Array({T}).keys()].map(i => [...Array({T}).keys()].map(j => weight(k, i, j))))"
-        )
-    )
+    shown = shown_weights(b, L * NH, T)
     expected = att.reshape(L * NH, T, T).astype(np.float64)
     expected[:, :, 0] = 0
     kept = expected.sum(-1, keepdims=True)
@@ -632,11 +647,7 @@ def test_leaving_out_the_first_token_renormalises_every_row(browser, wide_page):
 
 def test_thumbnails_carry_their_line_colour(browser, wide_page):
     # in the lines view nothing matched a line to its head's thumbnail
-    b = browser
-    b.open(wide_page)
-    b.click("input[name=view][value=lines]")
-    b.click("#select-all")
-    b.mouse("mouseMoved", 5, 5)
+    b = lines_of_every_head(browser, wide_page)
     swatches = b.js(
         "[...document.querySelectorAll('#grid .thumb')].map(t => (s => s && s.style.visibility === 'visible'"
         " ? getComputedStyle(s).backgroundColor : null)(t.querySelector('.swatch')))"
@@ -712,14 +723,8 @@ def test_value_weighted_attention(browser, wide_page, wide_numbers):
     qkv, att, C = wide_numbers
     L, NH, T, _ = att.shape
     HS = C // NH
-    b.js(
-        "(s => { s.value = 'value'; s.dispatchEvent(new Event('input')); })(document.getElementById('measure'))"
-    )
-    got = np.array(
-        b.js(
-            f"[...Array({L * NH}).keys()].map(k => [...Array({T}).keys()].map(i => [...Array({T}).keys()].map(j => weight(k, i, j))))"
-        )
-    )
+    choose(b, "measure", "value")
+    got = shown_weights(b, L * NH, T)
     v = qkv[:, :, 2 * C :].reshape(L, T, NH, HS)
     norms = np.linalg.norm(v, axis=-1).transpose(0, 2, 1)  # (L, NH, T)
     expected = att * norms[:, :, None, :]
