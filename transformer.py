@@ -570,7 +570,13 @@ def cmd_attention(args):
     check_writable_folder(args.out)
     model, tokenizer = _load_for_use(args)
     title = f"{Path(args.ckpt).name}, {args.impl} tier"
-    paths = write_attention(model, tokenizer, args.sentence, args.out, args.layer, args.head, title)
+    compare = None
+    if args.compare:
+        other, _ = _load_for_use(argparse.Namespace(**{**vars(args), "ckpt": args.compare}))
+        compare = (other, f"{Path(args.compare).name}, {args.impl} tier")
+    paths = write_attention(
+        model, tokenizer, args.sentence, args.out, args.layer, args.head, title, compare=compare
+    )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -723,6 +729,12 @@ def build_parser():
     a.add_argument("--out", default="out/attention", help="folder for the files (default out/attention/)")
     a.add_argument("--layer", type=int, default=None, help="the head shown alone: its layer (default: last)")
     a.add_argument("--head", type=int, default=0, help="the head shown alone (default 0)")
+    a.add_argument(
+        "--compare",
+        metavar="CKPT",
+        help="a second checkpoint of the same shape (e.g. step 0 against the trained model): the page shows "
+        "either, and the difference",
+    )
     a.set_defaults(func=cmd_attention)
 
     from experiments.grok import add_arguments

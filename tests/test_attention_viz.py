@@ -748,3 +748,36 @@ def test_attention_rollout(browser, wide_page, wide_numbers):
         "attention rollout through layer 1"
     )
     assert b.problems() == []
+
+
+def test_two_checkpoints_side_by_side_and_their_difference(browser, tmp_path):
+    b = browser
+    first = make_checkpoint(tmp_path / "first.safetensors", n_layer=2, n_head=3, seed=0)
+    second = make_checkpoint(tmp_path / "second.safetensors", n_layer=2, n_head=3, seed=1)
+    assert run(SENTENCE, "--ckpt", first, "--compare", second, "--impl", "numpy", "--out", tmp_path) == 0
+    att_a = attention_weights(impl_numpy.load(first), TOKENIZER, SENTENCE).att.astype(np.float64)
+    att_b = attention_weights(impl_numpy.load(second), TOKENIZER, SENTENCE).att.astype(np.float64)
+    L, NH, T, _ = att_a.shape
+    b.open(tmp_path / "attention.html")
+    assert not b.js("document.getElementById('compare-control').hidden")
+    np.testing.assert_allclose(shown_weights(b, L * NH, T), att_a.reshape(-1, T, T), rtol=1e-6, atol=0)
+    choose(b, "compare", "b")
+    np.testing.assert_allclose(shown_weights(b, L * NH, T), att_b.reshape(-1, T, T), rtol=1e-6, atol=0)
+    choose(b, "compare", "diff")
+    np.testing.assert_allclose(shown_weights(b, L * NH, T), (att_b - att_a).reshape(-1, T, T), atol=1e-7)
+    assert b.js("document.getElementById('view-title').textContent").endswith(
+        "second.safetensors, numpy tier \u2212 first.safetensors, numpy tier"
+    )
+    # no difference is the diverging palette's middle; a positive one is its other end from a negative one
+    mid, up, down = b.js("[rgbOf(0), rgbOf(0.9), rgbOf(-0.9)]")
+    assert mid == b.js("DIVERGING[128]") and up != down
+    assert b.problems() == []
+
+
+def test_compare_refuses_a_model_of_another_shape(ckpt, tmp_path, capsys):
+    other = make_checkpoint(tmp_path / "other.safetensors", n_layer=1, n_head=3)
+    assert run(SENTENCE, "--ckpt", ckpt, "--compare", other, "--impl", "numpy", "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and "--compare: the second model has 1 layers x 3 heads, the first 2 x 3" in err
+    )

@@ -16,6 +16,7 @@ CMAP = "viridis"  # perceptually uniform and readable with every common colour-v
 HTML_COLORMAPS = ("viridis", "cividis", "magma")  # the page's palette choices, all colourblind-safe
 MASKED = "#d9d9d9"  # the causal upper triangle: a query never sees later keys
 DATA_PLACEHOLDER = "__ATTENTION_DATA__"
+DIVERGING = "PuOr"  # the difference view: orange below zero, purple above, colourblind-safe
 QKV_LIMIT = 4 << 20  # floats of q, k, v the page carries (16 MB): GPT-2 small's 12 layers up to 150 tokens
 # how whitespace and control characters show as tick labels and tokens (DejaVu Sans has these glyphs)
 VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
@@ -174,10 +175,32 @@ def _colormap_table(name: str) -> list[str]:
     return [to_hex(cmap(k / 255)) for k in range(256)]
 
 
-def page_data(a: Attention, layer: int, head: int, title: str) -> dict:
-    L, NH, T, _ = a.att.shape
+def _lower_triangles(att: np.ndarray) -> np.ndarray:
+    T = att.shape[-1]
     lower = np.tril_indices(T)  # row by row: (0,0), (1,0), (1,1), (2,0), ...
-    packed = np.ascontiguousarray(a.att[:, :, lower[0], lower[1]], dtype="<f4")  # (L, NH, T(T+1)/2)
+    return att[:, :, lower[0], lower[1]]  # (L, NH, T(T+1)/2)
+
+
+def check_comparable(a: Attention, b: Attention) -> None:
+    """Two models' attention over one sentence can be compared head by head: same heads, same tokens."""
+    if a.att.shape[:2] != b.att.shape[:2]:
+        raise InputError(
+            f"--compare: the second model has {b.att.shape[0]} layers x {b.att.shape[1]} heads, the first "
+            f"{a.att.shape[0]} x {a.att.shape[1]}; only models of one shape compare head by head"
+        )
+    if a.ids != b.ids:
+        raise InputError(
+            "--compare: the two models' tokenizers cut the sentence differently; they must agree"
+        )
+
+
+def page_data(
+    a: Attention, layer: int, head: int, title: str, b: Attention | None = None, title_b: str = ""
+) -> dict:
+    L, NH, T, _ = a.att.shape
+    packed = _lower_triangles(a.att)
+    if b is not None:
+        check_comparable(a, b)
     return {
         "title": title,
         "text": a.text,
@@ -199,6 +222,9 @@ def page_data(a: Attention, layer: int, head: int, title: str) -> dict:
         "scaled": bool(a.scaled),
         "colormaps": {name: _colormap_table(name) for name in HTML_COLORMAPS},
         "masked": MASKED,
+        # a second model's weights over the same tokens (--compare), and a diverging palette for B - A
+        "compare": None if b is None else {"title": title_b, "attention": _b64(_lower_triangles(b.att))},
+        "diverging": _colormap_table(DIVERGING),
     }
 
 
@@ -248,13 +274,18 @@ def write_attention(
     head: int = 0,
     title: str = "attention",
     log=print,
+    compare=None,
 ) -> dict[str, Path]:
     """Writes the grid PNG, the chosen head's PNG (by default the last layer's head 0) and the page;
-    returns their paths by kind."""
+    returns their paths by kind. compare=(model, title): a second model (another checkpoint of the same
+    shape: step 0 against the trained one), whose weights the page shows beside the first's and as B - A."""
     config = model.config
     layer = config.n_layer - 1 if layer is None else layer
     check_head(config, layer, head)
     a = attention_weights(model, tokenizer, text)
+    b = None if compare is None else attention_weights(compare[0], tokenizer, text)
+    if b is not None:
+        check_comparable(a, b)
     if a.dropped:
         log(
             f"note: the sentence is {a.dropped + len(a.ids)} tokens, longer than the model's block_size "
@@ -269,5 +300,6 @@ def write_attention(
     }
     plot_grid(a, paths["grid"], title)
     plot_head(a, layer, head, paths["head"], title)
-    paths["html"].write_text(render_html(page_data(a, layer, head, title)), encoding="utf-8")
+    page = page_data(a, layer, head, title, b, "" if compare is None else compare[1])
+    paths["html"].write_text(render_html(page), encoding="utf-8")
     return paths
