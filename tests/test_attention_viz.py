@@ -781,3 +781,43 @@ def test_compare_refuses_a_model_of_another_shape(ckpt, tmp_path, capsys):
     assert (
         err.count("\n") == 1 and "--compare: the second model has 1 layers x 3 heads, the first 2 x 3" in err
     )
+
+
+def test_a_large_page_stores_its_weights_in_8_bits(browser, ckpt, tmp_path, monkeypatch):
+    # a 1024-token GPT-2 page would be ~400 MB of float32 triangles; past FLOAT32_ENTRIES, one byte each
+    import viz.attention
+
+    monkeypatch.setattr(viz.attention, "FLOAT32_ENTRIES", 100)
+    model = impl_numpy.load(ckpt)
+    write_attention(model, TOKENIZER, SENTENCE, tmp_path, log=lambda *_: None)
+    data = script_data((tmp_path / "attention.html").read_text())
+    att = attention_weights(model, TOKENIZER, SENTENCE).att.astype(np.float64)
+    L, NH, T, _ = att.shape
+    assert (
+        data["encoding"] == "sqrt-uint8"
+        and len(base64.b64decode(data["attention"])) == L * NH * T * (T + 1) // 2
+    )
+    b = browser
+    b.open(tmp_path / "attention.html")
+    assert "8 bits" in b.js("document.getElementById('meta').textContent")
+    got = shown_weights(b, L * NH, T).reshape(L, NH, T, T)
+    # q = round(255 sqrt(w)): sqrt(w) to within half a step
+    np.testing.assert_array_less(np.abs(np.sqrt(got) - np.sqrt(att)), 0.5 / 255 + 1e-6)
+    assert b.problems() == []
+
+
+def test_subword_tokens_show_their_spaces(tmp_path):
+    # GPT-2's byte-level BPE: a token's leading space (the vocabulary's "Ġ") is a visible mark on the page
+    from shared.bpe import BPETokenizer
+
+    text = "the cat sat on the mat; the dog sat on the log. " * 20
+    tokenizer = BPETokenizer.train(text, 300)
+    config = GPTConfig(1, 2, 12, 32, tokenizer.vocab_size)
+    model = impl_numpy.from_state_dict(config, init_state_dict(config, 0))
+    write_attention(model, tokenizer, "the cat sat on the mat", tmp_path, log=lambda *_: None)
+    data = script_data((tmp_path / "attention.html").read_text())
+    assert sum(t.startswith(" ") for t in data["tokens"]) >= 3  # " cat", " sat", ...
+    assert all(
+        label.startswith("\u2423") for t, label in zip(data["tokens"], data["labels"]) if t.startswith(" ")
+    )
+    assert "\u0120" not in "".join(data["labels"])
