@@ -569,11 +569,13 @@ def cmd_attention(args):
 
     check_writable_folder(args.out)
     model, tokenizer = _load_for_use(args)
-    title = f"{Path(args.ckpt).name}, {args.impl} tier"
+    # with --compare, each named with its folder too: two runs' checkpoints often share a file name
+    name = (lambda p: f"{Path(p).parent.name}/{Path(p).name}") if args.compare else (lambda p: Path(p).name)
+    title = f"{name(args.ckpt)}, {args.impl} tier"
     compare = None
     if args.compare:
         other, _ = _load_for_use(argparse.Namespace(**{**vars(args), "ckpt": args.compare}))
-        compare = (other, f"{Path(args.compare).name}, {args.impl} tier")
+        compare = (other, f"{name(args.compare)}, {args.impl} tier")
     paths = write_attention(
         model, tokenizer, args.sentence, args.out, args.layer, args.head, title, compare=compare
     )

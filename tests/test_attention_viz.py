@@ -766,8 +766,10 @@ def test_two_checkpoints_side_by_side_and_their_difference(browser, tmp_path):
     choose(b, "compare", "diff")
     np.testing.assert_allclose(shown_weights(b, L * NH, T), (att_b - att_a).reshape(-1, T, T), atol=1e-7)
     assert b.js("document.getElementById('view-title').textContent").endswith(
-        "second.safetensors, numpy tier \u2212 first.safetensors, numpy tier"
+        f"{tmp_path.name}/second.safetensors, numpy tier \u2212 {tmp_path.name}/first.safetensors, numpy tier"
     )
+    # the long title is drawn within the canvas (it ran off its edge)
+    assert b.js("layout.titleWidth <= parseFloat(document.getElementById('main-canvas').style.width) - 20")
     # no difference is the diverging palette's middle; a positive one is its other end from a negative one
     mid, up, down = b.js("[rgbOf(0), rgbOf(0.9), rgbOf(-0.9)]")
     assert mid == b.js("DIVERGING[128]") and up != down
