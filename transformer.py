@@ -113,7 +113,8 @@ class TrainSettings:
         return cls(**d, **({} if adamw is None else {"adamw": adamw}))
 
 
-# the smallest value each setting takes, on the command line and in a checkpoint (lr: above it)
+# the smallest value each setting takes, on the command line (train's options) and in a checkpoint's
+# train_settings (lr: above it; the command line's `positive`)
 MINIMA = {
     "steps": 1,
     "batch_size": 1,
@@ -644,18 +645,28 @@ def build_parser():
     )
     t.add_argument(
         "--steps",
-        type=at_least(1),
+        type=at_least(MINIMA["steps"]),
         default=None,
         help="training steps (default 2000; with --resume, the run's own)",
     )
-    t.add_argument("--batch-size", type=at_least(1), help="sequences per step (default 12)")
+    t.add_argument(
+        "--batch-size", type=at_least(MINIMA["batch_size"]), help="sequences per step (default 12)"
+    )
     t.add_argument("--lr", type=positive, help="peak learning rate (default 3e-3); cosine decay to lr/10")
-    t.add_argument("--eval-interval", type=at_least(1), help="steps between evaluations (default 250)")
-    t.add_argument("--eval-iters", type=at_least(1), help="batches per evaluation (default 20)")
+    t.add_argument(
+        "--eval-interval",
+        type=at_least(MINIMA["eval_interval"]),
+        help="steps between evaluations (default 250)",
+    )
+    t.add_argument(
+        "--eval-iters", type=at_least(MINIMA["eval_iters"]), help="batches per evaluation (default 20)"
+    )
     t.add_argument(
         "--final-eval-iters", type=at_least(1), default=200, help="batches for the final validation loss"
     )
-    t.add_argument("--seed", type=at_least(0), help="seed of the init and the batches (default 1337)")
+    t.add_argument(
+        "--seed", type=at_least(MINIMA["seed"]), help="seed of the init and the batches (default 1337)"
+    )
     t.add_argument(
         "--out",
         help="folder for the checkpoint (default out/; with --resume, the continued run goes there and the "

@@ -173,8 +173,8 @@ def _bugs() -> dict[str, Bug]:
         "numpy-clip-subset": Bug(
             "numpy",
             np_optim,
-            "norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))",
-            "norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values() if g.ndim == 2)))",
+            "return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))",
+            "return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values() if g.ndim == 2)))",
             "clipping norm over the 2-D gradients only",
         ),
         "numpy-clip-after-update": Bug(

@@ -8,8 +8,7 @@ from shared.params import is_decayed
 
 def grad_norm(grads: dict) -> float:
     # one L2 norm over every gradient: clipping's, and the check that the step has not diverged
-    norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
-    return norm
+    return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
 
 
 def clip_grad_norm(grads: dict, max_norm: float, norm: float) -> None:

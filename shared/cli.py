@@ -9,6 +9,7 @@ import math
 import os
 import re
 import signal
+import threading
 from pathlib import Path
 
 from shared.errors import GPTError
@@ -142,8 +143,11 @@ class Interrupt:
         self.previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._note)
+        # Python runs signal handlers in the main thread only: elsewhere (a caller's worker thread)
+        # Ctrl-C keeps its usual effect
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._note)
         return self
 
     def _note(self, sig, frame):
