@@ -4,7 +4,9 @@
 #   scale   why attention scores are divided by sqrt(d_k): the variance of q.k and the softmax it feeds
 #   scale-training, residual, positions   training with one piece of the model taken out (ablations.py)
 #   reversal   a sequence-reversal task: the second half is predictable, the first is not (reversal.py)
+#   rnn, qkv, shared-weights, words   each in a module of its own (MODULES below)
 import dataclasses
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,16 @@ from shared.config import GPTConfig
 from shared.errors import ConfigError
 from shared.params import init_state_dict, num_params
 
-QUESTIONS = ("params", "scale", "scale-training", "residual", "positions", "reversal")
-TRAINING = ("scale-training", "residual", "positions", "reversal")  # these train models: default tier c
+# the questions whose experiment is a module of its own, each with
+# run_question(args, tier_module, out, log) -> {"paths": {kind: path}, ...}
+MODULES = {
+    "rnn": "experiments.rnn",  # the transformer against an LSTM of equal size
+    "qkv": "experiments.qkv",  # Q, K, V's shapes, and other scoring functions than q . k
+    "shared-weights": "experiments.shared_weights",  # one set of block weights for every layer
+    "words": "experiments.words",  # word-level tokens against characters and BPE
+}
+QUESTIONS = ("params", "scale", "scale-training", "residual", "positions", "reversal", *MODULES)
+TRAINING = ("scale-training", "residual", "positions", "reversal", *MODULES)  # these train models
 
 # the shakespeare preset's vocabulary and context: the sizes the plotted counts use
 V, T = 65, 64
@@ -225,8 +235,13 @@ def main(args, tier_module) -> int:
     else:
         if args.impl is not None and len(args.impl) > 1:
             raise ConfigError(f"question {args.name} trains with one tier; got --impl {' '.join(args.impl)}")
-        tier = tier_module(args.impl[0] if args.impl else "c")
-        result = run_training_question(args, tier, out)
+        if args.name in MODULES:
+            from tqdm import tqdm
+
+            module = importlib.import_module(MODULES[args.name])
+            result = module.run_question(args, tier_module, out, log=tqdm.write)
+        else:
+            result = run_training_question(args, tier_module(args.impl[0] if args.impl else "c"), out)
     for kind, path in result["paths"].items():
         print(f"{kind}: {path}")
     return 0
