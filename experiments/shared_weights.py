@@ -89,7 +89,8 @@ class TiedModel:
         summed = sum_block_grads(grads, self.model.config)
         # the tier itself clips by the norm over all its tensors (SPEC.md "AdamW"), which counts the
         # shared gradient L times: the model was built with grad_clip None and clips here by the norm of
-        # the tied model's own gradient, with the tier's formula (torch's clip_grad_norm_)
+        # the tied model's own gradient, with the spec's formula as impl_numpy/optim.py writes it (torch's
+        # clip_grad_norm_), on numpy arrays whatever the tier
         if self.grad_clip is not None:
             clip_grad_norm(summed, self.grad_clip, tied_grad_norm(summed, self.model.config))
         self.model.apply_grads(summed, lr)
@@ -117,7 +118,7 @@ class TiedTier:
 def matched_width(config: GPTConfig, target: int) -> int:
     """The n_embd, a multiple of n_head, whose tied model at config's depth has the parameter count
     nearest to target."""
-    widths = range(config.n_head, 4 * target // config.n_embd, config.n_head)
+    widths = range(config.n_head, math.isqrt(target) + 1, config.n_head)  # the blocks alone hold 12 C^2
     return min(widths, key=lambda C: abs(tied_params(dataclasses.replace(config, n_embd=C)) - target))
 
 
