@@ -1,7 +1,8 @@
 # Q, K and V: `python transformer.py question qkv` prints the shapes of x, qkv, q, k, v, att and y from
-# a real forward of the shakespeare preset, then trains one GPT five times, each with another function
+# a real forward of the shakespeare preset, then trains one GPT six times, each with another function
 # scoring a query against a key, and compares their validation loss, time per step and attention entropy:
 #   dot       q . k / sqrt(HS), GPT-2's (SPEC.md "Architecture")
+#   unscaled  q . k, where bilinear starts: it tells what learning W does from what dropping the scale does
 #   bilinear  q W k^T, one (HS, HS) matrix W per head, without the scale
 #   additive  v . tanh(q W + k U), Bahdanau et al. 2015's v^T tanh(W q + U k) on row vectors, per head
 #   cosine    tau cos(q, k), one learned temperature tau per head
@@ -31,7 +32,7 @@ from shared.errors import ConfigError
 from shared.params import init_state_dict, num_params
 from shared.schedule import AdamWConfig, lr_at
 
-SCORES = ("dot", "bilinear", "additive", "cosine", "neg-dist")
+SCORES = ("dot", "unscaled", "bilinear", "additive", "cosine", "neg-dist")
 COSINE_EPS = 1e-6  # under the square root of |q|^2: a zero query gets a zero score row, not a NaN
 
 
@@ -40,11 +41,11 @@ class QKVSettings:
     # The shakespeare preset (4 layers, NH 4, HS 32, C 128, T 64) with transformer.py's batch 12 and
     # schedule (peak lr 3e-3, cosine to 3e-4), as the ablations train it, for 600 steps: on the numpy
     # engine a step takes about 55 ms with the dot product and 150 ms with the additive score, whose
-    # (B, NH, T, T, HS) tensor is 6.3M numbers a layer, so the five runs take about 4 minutes on 2 cores
+    # (B, NH, T, T, HS) tensor is 6.3M numbers a layer, so the six runs take about 5 minutes on 2 cores
     steps: int = 600
     batch_size: int = 12
     lr: float = 3e-3
-    eval_interval: int = 50
+    eval_interval: int = 60
     eval_iters: int = 10  # validation batches per evaluation, the same windows every time
     entropy_windows: int = 8  # validation windows the attention entropy is measured on
     seed: int = 1337
@@ -57,10 +58,11 @@ class QKVSettings:
 
 
 def score_shapes(score: str, NH: int, HS: int) -> dict[str, tuple[int, ...]]:
-    """The score's parameters in one block, named under "h.{i}.attn.score." (none for dot and neg-dist).
-    v is (NH, HS, 1) so that the last step of the additive score is one matmul per head."""
+    """The score's parameters in one block, named under "h.{i}.attn.score." (dot, unscaled and neg-dist
+    have none); v is (NH, HS, 1) so that the last step of the additive score is one matmul per head."""
     return {
         "dot": {},
+        "unscaled": {},
         "bilinear": {"W": (NH, HS, HS)},
         "additive": {"W": (NH, HS, HS), "U": (NH, HS, HS), "v": (NH, HS, 1)},
         "cosine": {"log_tau": (NH, 1, 1)},
@@ -79,7 +81,7 @@ def init_score_params(config: GPTConfig, score: str, seed: int) -> dict[str, np.
         when q and k have entries of variance 1, the case the dot product's scale is designed for; tau
         is learned as its log so that it stays positive and AdamW's steps change it by a ratio"""
     NH, HS = config.n_head, config.head_size
-    rng = np.random.default_rng([seed, SCORES.index(score)])
+    rng = np.random.default_rng([seed, 1])
     state = {}
     for i in range(config.n_layer):
         for name, shape in score_shapes(score, NH, HS).items():
@@ -99,6 +101,8 @@ def scores(q, k, score: str, sp: dict, acts=None, p=""):
     kT = k.transpose(0, 1, 3, 2)  # (B, NH, HS, T)
     if score == "dot":
         return (q @ kT) * (1.0 / math.sqrt(HS))  # as impl_numpy.model.attention, op for op
+    if score == "unscaled":
+        return q @ kT
     if score == "bilinear":
         return (q @ sp["W"]) @ kT  # (B, NH, T, HS) @ (NH, HS, HS): one W per head
     if score == "additive":
@@ -350,11 +354,44 @@ def log_runs(runs: dict, config: GPTConfig, log=print) -> None:
     )
 
 
+def learned(runs: dict, config: GPTConfig) -> dict:
+    """What the scores' own parameters became, per layer and head: bilinear's distance from the identity
+    it started at, |W - I|_F / |I|_F, and cosine's temperature tau (it started at sqrt(HS))."""
+    out = {}
+    HS = config.head_size
+    if "bilinear" in runs:
+        p = runs["bilinear"]["model"].params
+        W = [p[f"h.{i}.attn.score.W"].astype(np.float64) for i in range(config.n_layer)]
+        out["bilinear_W_from_I"] = [
+            (np.linalg.norm(w - np.eye(HS), axis=(1, 2)) / math.sqrt(HS)).tolist() for w in W
+        ]
+    if "cosine" in runs:
+        p = runs["cosine"]["model"].params
+        taus = [np.exp(p[f"h.{i}.attn.score.log_tau"].astype(np.float64)) for i in range(config.n_layer)]
+        out["cosine_tau"] = [t.ravel().tolist() for t in taus]
+    return out
+
+
+def log_learned(m: dict, config: GPTConfig, log=print) -> None:
+    for key, what in (
+        ("bilinear_W_from_I", "bilinear's W after training, |W - I| / |I| for each head"),
+        (
+            "cosine_tau",
+            f"cosine's tau after training for each head (it started at {config.head_size**0.5:.2f})",
+        ),
+    ):
+        if key in m:
+            log(what + ":")
+            for i, row in enumerate(m[key]):
+                log(f"  layer {i}: " + " ".join(f"{v:.2f}" for v in row))
+
+
 # ---- the figure ----
 
 # Okabe-Ito, colorblind-safe: the model as published (dot) solid blue, the other scores dashed
 COLORS = {
     "dot": "#0072B2",
+    "unscaled": "#56B4E9",
     "bilinear": "#D55E00",
     "additive": "#009E73",
     "cosine": "#E69F00",
@@ -373,9 +410,15 @@ def plot(runs: dict, config: GPTConfig, path: Path) -> None:
         h = run["history"]
         ls = "-" if score == "dot" else "--"
         axes[0].plot(h["step"], h["val"], ls=ls, color=COLORS[score], label=score)
+    # the axis from the second evaluation down: the first one (every run at about log V) would squeeze
+    # the curves together
+    vals = [v for run in runs.values() for v in run["history"]["val"]]
+    start = runs["dot"]["history"]["val"][0]
+    later = [run["history"]["val"][min(1, len(run["history"]["val"]) - 1)] for run in runs.values()]
+    axes[0].set_ylim(min(vals) - 0.03, max(later) + 0.05)
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("validation loss (nats)")
-    axes[0].set_title("validation loss")
+    axes[0].set_title(f"validation loss (step 0: {start:.2f}, above the axis)")
     axes[0].grid(alpha=0.3)
     axes[0].legend(fontsize=8)
 
@@ -394,7 +437,7 @@ def plot(runs: dict, config: GPTConfig, path: Path) -> None:
     axes[2].set_title("mean over layers and heads")
     axes[2].legend(fontsize=8, loc="lower right")
     fig.suptitle(
-        f"five scores of (q, k), same init, batches and schedule ({config.n_layer} layers, "
+        f"six scores of (q, k), same init, batches and schedule ({config.n_layer} layers, "
         f"NH {config.n_head}, HS {config.head_size}, C {config.n_embd}, T {config.block_size})"
     )
     fig.tight_layout()
@@ -446,6 +489,8 @@ def run_question(args, tier_module, out: Path, log=print, progress=True) -> dict
     )
     runs = train_variants(dataset, s, log, progress)
     log_runs(runs, config, log)
+    m = learned(runs, config)
+    log_learned(m, config, log)
     figure, data = out / "questions-qkv.png", out / "questions-qkv.json"
     plot(runs, config, figure)
     rows = {
@@ -459,5 +504,5 @@ def run_question(args, tier_module, out: Path, log=print, progress=True) -> dict
         for score, run in runs.items()
     }
     settings = dataclasses.asdict(s)
-    data.write_text(json.dumps({"dimensions": d, "settings": settings, "runs": rows}, indent=1))
+    data.write_text(json.dumps({"dimensions": d, "settings": settings, "runs": rows, "learned": m}, indent=1))
     return {"dimensions": d, "runs": rows, "paths": {"figure": figure, "data": data}}

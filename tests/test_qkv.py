@@ -10,7 +10,15 @@ import pytest
 
 import impl_numpy
 import transformer
-from experiments.qkv import COSINE_EPS, SCORES, ScoredGPT, init_score_params, score_shapes, scores
+from experiments.qkv import (
+    COSINE_EPS,
+    SCORES,
+    ScoredGPT,
+    init_score_params,
+    learned,
+    score_shapes,
+    scores,
+)
 from impl_numpy.engine import Tensor
 from shared.config import get_config
 from shared.params import init_state_dict
@@ -34,6 +42,8 @@ def reference_scores(q, k, score: str, sp: dict) -> np.ndarray:
     """Each score as its formula, with numpy alone: (B, NH, T, T), row i query i, column j key j."""
     if score == "dot":
         return np.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(HS)
+    if score == "unscaled":
+        return np.einsum("bhid,bhjd->bhij", q, k)
     if score == "bilinear":
         return np.einsum("bhid,hde,bhje->bhij", q, sp["W"], k)
     if score == "additive":
@@ -151,6 +161,11 @@ def test_every_variant_starts_from_the_same_gpt_and_its_stated_init():
     np.testing.assert_allclose(got, reference_scores(q, k, "dot", {}) * math.sqrt(HS), rtol=1e-13)
     tau = np.exp(models["cosine"].params["h.0.attn.score.log_tau"])
     assert tau == pytest.approx(math.sqrt(config.head_size))
+    # and what the command prints of them after training, here at the start
+    m = learned({score: {"model": models[score]} for score in ("bilinear", "cosine")}, config)
+    assert np.array(m["bilinear_W_from_I"]).shape == (config.n_layer, config.n_head)
+    assert np.allclose(m["bilinear_W_from_I"], 0.0)
+    assert np.allclose(m["cosine_tau"], math.sqrt(config.head_size))
 
 
 def test_command_prints_the_shapes_and_writes_its_figure_and_data(tmp_path, capsys):
@@ -165,6 +180,7 @@ def test_command_prints_the_shapes_and_writes_its_figure_and_data(tmp_path, caps
     assert shapes["attn.y"] == [12, 64, 128] and shapes["attn.score.hidden"] == [12, 4, 64, 64, 32]
     assert "(12, 4, 64, 32)" in out and "(B, NH, T, HS)" in out
     assert list(data["runs"]) == list(SCORES)
+    assert np.array(data["learned"]["cosine_tau"]).shape == (4, 4)  # layers, heads
     for run in data["runs"].values():
         assert run["history"]["step"] == [0, 2] and len(run["history"]["step_ms"]) == 2
         assert np.isfinite(run["final_val"]) and run["median_ms"] > 0
