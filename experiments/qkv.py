@@ -39,14 +39,16 @@ COSINE_EPS = 1e-6  # under the square root of |q|^2: a zero query gets a zero sc
 @dataclass(frozen=True)
 class QKVSettings:
     # The shakespeare preset (4 layers, NH 4, HS 32, C 128, T 64) with transformer.py's batch 12 and
-    # schedule (peak lr 3e-3, cosine to 3e-4), as the ablations train it, for 600 steps: on the numpy
-    # engine a step takes about 55 ms with the dot product and 150 ms with the additive score, whose
-    # (B, NH, T, T, HS) tensor is 6.3M numbers a layer, so the six runs take about 5 minutes on 2 cores
-    steps: int = 600
+    # schedule (peak lr 3e-3, cosine to 3e-4), as the ablations train it, for 500 steps. On 2 idle cores
+    # a numpy-engine step took about 55 ms with the dot product and 150 ms with the additive score, whose
+    # (B, NH, T, T, HS) tensor is 6.3M numbers a layer: the eight runs (six scores, and the dot product
+    # from two more seeds, which gauge how much of a difference the seed alone makes) take about 5 minutes
+    steps: int = 500
     batch_size: int = 12
     lr: float = 3e-3
-    eval_interval: int = 60
+    eval_interval: int = 50
     eval_iters: int = 10  # validation batches per evaluation, the same windows every time
+    noise_seeds: tuple[int, ...] = (1, 2)  # the dot product again from these seeds (variants)
     entropy_windows: int = 8  # validation windows the attention entropy is measured on
     seed: int = 1337
 
@@ -293,58 +295,76 @@ def log_dimensions(d: dict, log=print) -> None:
 # ---- training ----
 
 
+def variants(s: QKVSettings) -> dict[str, tuple[str, int]]:
+    """label -> (score, seed): every score from the settings' seed, then the dot product again from each
+    noise seed, whose spread says how much of a difference between scores the seed alone could make."""
+    runs = {score: (score, s.seed) for score in SCORES}
+    runs.update({f"dot, seed {seed}": ("dot", seed) for seed in s.noise_seeds})
+    return runs
+
+
 def train_variants(dataset: CharDataset, s: QKVSettings, log=print, progress=True) -> dict:
-    """Trains every score from the same GPT weights on the same batches with the same schedule. The
-    variants take their steps in turn (step 0 of each, then step 1 of each, ...), so that a change in
-    the machine's load touches every variant's step times alike: their ratios are what is compared."""
+    """Trains every variant with the same schedule; those of one seed start from the same GPT weights and
+    see the same batches. The variants take their steps in turn (step 0 of each, then step 1 of each,
+    ...), so that a change in the machine's load touches every variant's step times alike: their ratios
+    are what is compared. Every evaluation uses the same validation windows."""
     from tqdm import tqdm
 
     config = s.config(dataset.tokenizer.vocab_size)
     T = config.block_size
-    models = {score: ScoredGPT(config, score, s.seed) for score in SCORES}
+    labels = variants(s)
+    models = {label: ScoredGPT(config, score, seed) for label, (score, seed) in labels.items()}
     probe = get_batch(dataset.val, s.entropy_windows, T, batch_rng(s.seed + 4, 0))[0]
-    keys = ("step", "val", "train", "entropy")
-    history = {score: {**{k: [] for k in keys}, "step_ms": []} for score in SCORES}
+    history = {label: {"step": [], "val": [], "entropy": [], "step_ms": []} for label in labels}
     warmup = min(100, s.steps // 10)
     for step in tqdm(range(s.steps + 1), desc="qkv", disable=not progress, unit="step", leave=False):
         if step % s.eval_interval == 0 or step == s.steps:
-            for score, model in models.items():
-                h = history[score]
+            for label, model in models.items():
+                h = history[label]
                 h["step"].append(step)
                 h["val"].append(estimate_loss(model, dataset.val, s.batch_size, s.eval_iters, s.seed + 2))
-                h["train"].append(estimate_loss(model, dataset.train, s.batch_size, s.eval_iters, s.seed + 1))
                 h["entropy"].append(attention_entropy(model, probe))
-            losses = ", ".join(f"{score} {history[score]['val'][-1]:.3f}" for score in models)
+            losses = ", ".join(f"{label} {history[label]['val'][-1]:.3f}" for label in models)
             log(f"step {step:5d}: val loss {losses}")
         if step == s.steps:
             break
-        x, y = get_batch(dataset.train, s.batch_size, T, batch_rng(s.seed, step))
         lr = lr_at(step, s.lr, s.lr / 10, warmup, s.steps)
-        for score, model in models.items():
+        batches = {
+            seed: get_batch(dataset.train, s.batch_size, T, batch_rng(seed, step))
+            for _, seed in labels.values()
+        }
+        for label, model in models.items():
+            x, y = batches[labels[label][1]]
             start = time.perf_counter()
             model.train_step(x, y, lr)
-            history[score]["step_ms"].append(1000 * (time.perf_counter() - start))
+            history[label]["step_ms"].append(1000 * (time.perf_counter() - start))
     runs = {}
-    for score, model in models.items():
-        h = history[score]
-        n_score = sum(int(model.params[n].size) for n in model.score_names)
-        runs[score] = {"history": h, "score_params": n_score, "model": model}
-        runs[score]["median_ms"] = float(np.median(h["step_ms"]))
+    for label, model in models.items():
+        score, seed = labels[label]
+        runs[label] = {
+            "score": score,
+            "seed": seed,
+            "history": history[label],
+            "final_train": estimate_loss(model, dataset.train, s.batch_size, s.eval_iters, s.seed + 1),
+            "median_ms": float(np.median(history[label]["step_ms"])),
+            "score_params": sum(int(model.params[n].size) for n in model.score_names),
+            "model": model,
+        }
     return runs
 
 
 def log_runs(runs: dict, config: GPTConfig, log=print) -> None:
     dot_ms = runs["dot"]["median_ms"]
     log(
-        f"{'score':>9} {'+params':>8} {'val loss':>17} {'train':>6} {'ms/step':>8} {'x dot':>6} "
-        f"{'entropy':>14}"
+        f"{'score':>11} {'seed':>5} {'+params':>8} {'val loss':>17} {'train':>6} {'ms/step':>8} "
+        f"{'x dot':>6} {'entropy':>14}"
     )
-    for score, run in runs.items():
+    for label, run in runs.items():
         h = run["history"]
         log(
-            f"{score:>9} {run['score_params']:>8,} {h['val'][0]:>7.3f} -> {h['val'][-1]:.3f} "
-            f"{h['train'][-1]:>6.3f} {run['median_ms']:>8.1f} {run['median_ms'] / dot_ms:>6.2f} "
-            f"{h['entropy'][0]:>5.2f} -> {h['entropy'][-1]:.2f}"
+            f"{label:>11} {run['seed']:>5} {run['score_params']:>8,} {h['val'][0]:>7.3f} -> "
+            f"{h['val'][-1]:.3f} {run['final_train']:>6.3f} {run['median_ms']:>8.1f} "
+            f"{run['median_ms'] / dot_ms:>6.2f} {h['entropy'][0]:>5.2f} -> {h['entropy'][-1]:.2f}"
         )
     uniform = float(np.mean(np.log(np.arange(1, config.block_size + 1))))
     log(
@@ -352,6 +372,14 @@ def log_runs(runs: dict, config: GPTConfig, log=print) -> None:
         f"-> last; ms/step: median over the run, its ratio to dot; entropy (nats) of the attention rows, "
         f"mean over layers and heads at step 0 -> last; uniform over the causal prefix: {uniform:.2f})"
     )
+    dots = [run for run in runs.values() if run["score"] == "dot"]
+    if len(dots) > 1:
+        val = [run["history"]["val"][-1] for run in dots]
+        ent = [run["history"]["entropy"][-1] for run in dots]
+        log(
+            f"the dot product from {len(dots)} seeds (init and batches): val loss {min(val):.3f} .. "
+            f"{max(val):.3f} (spread {max(val) - min(val):.3f}), entropy {min(ent):.2f} .. {max(ent):.2f}"
+        )
 
 
 def learned(runs: dict, config: GPTConfig) -> dict:
@@ -406,10 +434,9 @@ def plot(runs: dict, config: GPTConfig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1.3, 1, 1]})
-    for score, run in runs.items():
-        h = run["history"]
-        ls = "-" if score == "dot" else "--"
-        axes[0].plot(h["step"], h["val"], ls=ls, color=COLORS[score], label=score)
+    for label, run in runs.items():
+        color, ls, _ = _style(label, run)
+        axes[0].plot(run["history"]["step"], run["history"]["val"], ls=ls, color=color, label=label)
     # the axis from the second evaluation down: the first one (every run at about log V) would squeeze
     # the curves together
     vals = [v for run in runs.values() for v in run["history"]["val"]]
@@ -424,12 +451,12 @@ def plot(runs: dict, config: GPTConfig, path: Path) -> None:
 
     labels = list(runs)
     ms = [runs[k]["median_ms"] for k in labels]
-    _bars(axes[1], labels, ms, [f"{m:.0f} ms ({m / ms[0]:.1f}x)" for m in ms])
+    _bars(axes[1], runs, ms, [f"{m:.0f} ms ({m / ms[0]:.1f}x)" for m in ms])
     axes[1].set_xlabel("time per training step, median (ms)")
     axes[1].set_title("speed (one run, the variants' steps taken in turn)")
 
     ent = [runs[k]["history"]["entropy"][-1] for k in labels]
-    _bars(axes[2], labels, ent, [f"{e:.2f}" for e in ent])
+    _bars(axes[2], runs, ent, [f"{e:.2f}" for e in ent])
     uniform = float(np.mean(np.log(np.arange(1, config.block_size + 1))))
     axes[2].axvline(uniform, color="k", ls=":", label=f"uniform over the causal prefix, {uniform:.2f}")
     axes[2].set_xlim(0, uniform * 1.35)
@@ -437,7 +464,8 @@ def plot(runs: dict, config: GPTConfig, path: Path) -> None:
     axes[2].set_title("mean over layers and heads")
     axes[2].legend(fontsize=8, loc="lower right")
     fig.suptitle(
-        f"six scores of (q, k), same init, batches and schedule ({config.n_layer} layers, "
+        f"six scores of (q, k), same init, batches and schedule; the dot product from other seeds dotted "
+        f"({config.n_layer} layers, "
         f"NH {config.n_head}, HS {config.head_size}, C {config.n_embd}, T {config.block_size})"
     )
     fig.tight_layout()
@@ -445,13 +473,23 @@ def plot(runs: dict, config: GPTConfig, path: Path) -> None:
     plt.close(fig)
 
 
-def _bars(ax, labels, values, texts) -> None:
-    bars = ax.barh(range(len(labels)), values, color=[COLORS[k] for k in labels])
-    for bar, label in zip(bars, labels):
-        if label != "dot":  # hatched, as the dashed lines
-            bar.set_hatch("//")
+def _style(label: str, run: dict) -> tuple[str, str, str | None]:
+    """(color, line style, bar hatch): the dot product as published solid, the other scores dashed, the
+    dot product from the other seeds dotted black."""
+    if label != run["score"]:
+        return "#000000", ":", ".."
+    return COLORS[label], "-" if label == "dot" else "--", None if label == "dot" else "//"
+
+
+def _bars(ax, runs: dict, values, texts) -> None:
+    labels = list(runs)
+    styles = [_style(label, run) for label, run in runs.items()]
+    bars = ax.barh(range(len(labels)), values, color=[color for color, _, _ in styles])
+    for bar, (color, _, hatch) in zip(bars, styles):
+        if hatch is not None:  # hatched, as the dashed and dotted lines
+            bar.set_hatch(hatch)
             bar.set_facecolor("white")
-            bar.set_edgecolor(COLORS[label])
+            bar.set_edgecolor(color)
     for bar, text in zip(bars, texts):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + text, va="center", fontsize=8)
     ax.set_xlim(0, max(values) * 1.35)
@@ -483,7 +521,8 @@ def run_question(args, tier_module, out: Path, log=print, progress=True) -> dict
     log_dimensions(d, log)
     config = s.config(dataset.tokenizer.vocab_size)
     log(
-        f"training each score {s.steps} steps: {config.n_layer} layers, NH {config.n_head}, HS "
+        f"training each score {s.steps} steps, and the dot product from seeds "
+        f"{', '.join(map(str, s.noise_seeds))} too: {config.n_layer} layers, NH {config.n_head}, HS "
         f"{config.head_size}, C {config.n_embd}, T {config.block_size}, batch {s.batch_size}, peak lr "
         f"{s.lr:g}, {num_params(config):,} GPT parameters"
     )
@@ -494,14 +533,16 @@ def run_question(args, tier_module, out: Path, log=print, progress=True) -> dict
     figure, data = out / "questions-qkv.png", out / "questions-qkv.json"
     plot(runs, config, figure)
     rows = {
-        score: {
+        label: {
+            "score": run["score"],
+            "seed": run["seed"],
             "final_val": run["history"]["val"][-1],
-            "final_train": run["history"]["train"][-1],
+            "final_train": run["final_train"],
             "median_ms": run["median_ms"],
             "score_params": run["score_params"],
             "history": run["history"],
         }
-        for score, run in runs.items()
+        for label, run in runs.items()
     }
     settings = dataclasses.asdict(s)
     data.write_text(json.dumps({"dimensions": d, "settings": settings, "runs": rows, "learned": m}, indent=1))
