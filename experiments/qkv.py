@@ -434,8 +434,11 @@ def plot(runs: dict, config: GPTConfig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    seeds = [str(run["seed"]) for label, run in runs.items() if label != run["score"]]
     for label, run in runs.items():
         color, ls, _ = _style(label, run)
+        if label != run["score"]:  # one legend entry for the dot product's other seeds
+            label = f"dot, seeds {' and '.join(seeds)}" if str(run["seed"]) == seeds[0] else None
         axes[0].plot(run["history"]["step"], run["history"]["val"], ls=ls, color=color, label=label)
     # the axis from the second evaluation down: the first one (every run at about log V) would squeeze
     # the curves together
@@ -460,8 +463,8 @@ def plot(runs: dict, config: GPTConfig, path: Path) -> None:
     uniform = float(np.mean(np.log(np.arange(1, config.block_size + 1))))
     axes[2].axvline(uniform, color="k", ls=":", label=f"uniform over the causal prefix, {uniform:.2f}")
     axes[2].set_xlim(0, uniform * 1.35)
-    axes[2].set_xlabel("attention entropy after training (nats)")
-    axes[2].set_title("mean over layers and heads")
+    axes[2].set_xlabel("mean over layers and heads (nats)")
+    axes[2].set_title("attention entropy after training")
     axes[2].legend(fontsize=8, loc="lower right")
     fig.suptitle(
         f"six scores of (q, k), same init, batches and schedule; the dot product from other seeds dotted "
