@@ -41,8 +41,10 @@ class QKVSettings:
     # The shakespeare preset (4 layers, NH 4, HS 32, C 128, T 64) with transformer.py's batch 12 and
     # schedule (peak lr 3e-3, cosine to 3e-4), as the ablations train it, for 500 steps. On 2 idle cores
     # a numpy-engine step took about 55 ms with the dot product and 150 ms with the additive score, whose
-    # (B, NH, T, T, HS) tensor is 6.3M numbers a layer: the eight runs (six scores, and the dot product
-    # from two more seeds, which gauge how much of a difference the seed alone makes) take about 5 minutes
+    # (B, NH, T, T, HS) tensor is 6.3M numbers a layer. By those times the eight runs (six scores, and
+    # the dot product from two more seeds, which gauge how much of a difference the seed alone makes)
+    # take about 5 minutes there; 10 were measured on 2 cores shared with three other such jobs, with
+    # one BLAS thread each
     steps: int = 500
     batch_size: int = 12
     lr: float = 3e-3
@@ -182,9 +184,9 @@ class ScoredGPT:
         self.adamw = adamw or AdamWConfig(beta2=0.99)  # as the ablations train
         gpt_state = init_state_dict(config, seed)  # the same draw for every variant
         self.params = {n: np.array(a, dtype=self.dtype) for n, a in gpt_state.items()}
-        self.score_names = list(init_score_params(config, score, seed))
-        for n, a in init_score_params(config, score, seed).items():
-            self.params[n] = a.astype(self.dtype)
+        score_state = init_score_params(config, score, seed)
+        self.score_names = list(score_state)
+        self.params.update({n: a.astype(self.dtype) for n, a in score_state.items()})
         self.m = {n: np.zeros_like(a) for n, a in self.params.items()}
         self.v = {n: np.zeros_like(a) for n, a in self.params.items()}
         self.step = 0
@@ -461,11 +463,18 @@ def plot(runs: dict, config: GPTConfig, path: Path) -> None:
     ent = [runs[k]["history"]["entropy"][-1] for k in labels]
     _bars(axes[2], runs, ent, [f"{e:.2f}" for e in ent])
     uniform = float(np.mean(np.log(np.arange(1, config.block_size + 1))))
-    axes[2].axvline(uniform, color="k", ls=":", label=f"uniform over the causal prefix, {uniform:.2f}")
+    axes[2].axvline(uniform, color="k", ls=":")
+    axes[2].text(
+        uniform,
+        0.98,
+        f" uniform over the\n causal prefix, {uniform:.2f}",
+        transform=axes[2].get_xaxis_transform(),
+        va="top",
+        fontsize=8,
+    )
     axes[2].set_xlim(0, uniform * 1.35)
     axes[2].set_xlabel("mean over layers and heads (nats)")
     axes[2].set_title("attention entropy after training")
-    axes[2].legend(fontsize=8, loc="lower right")
     fig.suptitle(
         f"six scores of (q, k), same init, batches and schedule; the dot product from other seeds dotted "
         f"({config.n_layer} layers, "
