@@ -323,28 +323,34 @@ def mean_loss(model: dict, data: np.ndarray, T: int, batch_size: int, iters: int
     return float(np.mean(losses))
 
 
-def train(model: dict, batch, evaluate, steps: int, lr: float, eval_interval: int, label: str, progress=True):
-    """Trains `model` on batch(step) -> (x, y) with the schedule of transformer.py (warmup over a tenth
-    of the steps, at most 100, then cosine to lr / 10); evaluate(model) at step 0, every eval_interval
-    steps and at the end (where evaluate is None, only the step and the time). "time" is the training time
-    only: the steps, not the evaluations."""
+def train(
+    models: dict, batch, evaluate, steps: int, lr: float, eval_interval: int, label: str, progress=True
+):
+    """Trains the models side by side, one step of each in turn on the same batch(step) -> (x, y), so that
+    the machine's load, whatever it does meanwhile, falls on both alike. The schedule of transformer.py
+    (warmup over a tenth of the steps, at most 100, then cosine to lr / 10). evaluate(model) at step 0,
+    every eval_interval steps and at the end (where evaluate is None, only the step and the time).
+    "time" is each model's training time: its own steps, not the evaluations. Returns name -> history."""
     from tqdm import tqdm
 
-    history = {"step": [], "val": [], "time": []}
-    elapsed, warmup = 0.0, min(100, steps // 10)
+    histories = {name: {"step": [], "val": [], "time": []} for name in models}
+    elapsed, warmup = dict.fromkeys(models, 0.0), min(100, steps // 10)
     for step in tqdm(range(steps + 1), desc=label, disable=not progress, unit="step", leave=False):
         if step % eval_interval == 0 or step == steps:
-            history["step"].append(step)
-            if evaluate is not None:
-                history["val"].append(evaluate(model))
-            history["time"].append(elapsed)
+            for name, model in models.items():
+                histories[name]["step"].append(step)
+                if evaluate is not None:
+                    histories[name]["val"].append(evaluate(model))
+                histories[name]["time"].append(elapsed[name])
         if step == steps:
             break
         x, y = batch(step)
-        start = time.perf_counter()
-        model["train_step"](x, y, lr_at(step, lr, lr / 10, warmup, steps))  # a diverged step raises
-        elapsed += time.perf_counter() - start
-    return history
+        rate = lr_at(step, lr, lr / 10, warmup, steps)
+        for name, model in models.items():
+            start = time.perf_counter()
+            model["train_step"](x, y, rate)  # a diverged step raises (SPEC.md "Limits")
+            elapsed[name] += time.perf_counter() - start
+    return histories
 
 
 # ---- Part A: Tiny Shakespeare ----
@@ -371,12 +377,16 @@ def run_shakespeare(tier, dataset: CharDataset, s: RNNSettings, log=print, progr
     def evaluate(model):
         return mean_loss(model, dataset.val, T, s.batch_size, s.eval_iters, s.seed + 2)
 
-    runs = {}
-    for name, model in models.items():
-        history = train(model, batch, evaluate, s.steps, s.lr, s.eval_interval, name, progress)
-        one = np.zeros((1, T), dtype=np.int64)
-        depths = {t: model["depth"](one[:, :t]) for t in (T // 4, T // 2, T)}
-        runs[name] = {"n_params": model["n_params"], "history": history, "graph_depth": depths}
+    histories = train(models, batch, evaluate, s.steps, s.lr, s.eval_interval, "GPT and LSTM", progress)
+    one = np.zeros((1, T), dtype=np.int64)
+    runs = {
+        name: {
+            "n_params": model["n_params"],
+            "history": histories[name],
+            "graph_depth": {t: model["depth"](one[:, :t]) for t in (T // 4, T // 2, T)},
+        }
+        for name, model in models.items()
+    }
     runs["LSTM"]["n_hidden"] = n_hidden
     runs["GPT"]["config"] = config.to_dict()
     log_shakespeare(runs, s, T, log)
@@ -444,17 +454,16 @@ def run_memory(tier, s: RNNSettings, log=print, progress=True) -> dict:
         f"{s.memory_steps} steps of {s.memory_batch_size} fresh sequences, {s.memory_val_size} held out"
     )
     probe = np.random.default_rng([s.seed, 2]).integers(0, A, size=(64, T))  # for the gradient profile
+    # at init nothing has been learned about d: one profile for every d, the last position asked for the
+    # first token (any token would do, the untrained model's output does not favour one)
     init = {
         "GPT": gpt_model(tier, config, s.seed)["embedding_grad"](probe, probe[:, 0]),
         "LSTM": lstm_model(A, n_hidden, s.seed)["embedding_grad"](probe, probe[:, 0]),
     }
     rows = []
     for d in s.distances:
-        row = {
-            "d": d,
-            "GPT": train_memory(gpt_model(tier, config, s.seed), "GPT", s, d, probe, progress),
-            "LSTM": train_memory(lstm_model(A, n_hidden, s.seed), "LSTM", s, d, probe, progress),
-        }
+        models = {"GPT": gpt_model(tier, config, s.seed), "LSTM": lstm_model(A, n_hidden, s.seed)}
+        row = {"d": d, **train_memory(models, s, d, probe, progress)}
         rows.append(row)
         log(
             f"d {d:>2}: accuracy GPT {row['GPT']['accuracy']:.3f}, LSTM {row['LSTM']['accuracy']:.3f}; "
@@ -470,47 +479,53 @@ def run_memory(tier, s: RNNSettings, log=print, progress=True) -> dict:
     }
 
 
-def train_memory(model: dict, name: str, s: RNNSettings, d: int, probe: np.ndarray, progress=True) -> dict:
-    """Trains on fresh sequences for distance d (the same for both models: a Generator per step), then
-    measures the held-out accuracy and the gradient of the last position's loss."""
+def train_memory(models: dict, s: RNNSettings, d: int, probe: np.ndarray, progress=True) -> dict:
+    """Trains the models side by side on fresh sequences for distance d, then measures each one's held-out
+    accuracy and the gradient of its last position's loss. Returns name -> measurements."""
     T, A = s.memory_block_size, s.alphabet
     x_val, y_val = shift_task(np.random.default_rng([s.seed, d, 1]), s.memory_val_size, T, A, d)
 
     def batch(step):
         return shift_task(np.random.default_rng([s.seed, d, 0, step]), s.memory_batch_size, T, A, d)
 
-    loss_0 = loss_and_accuracy(model["logits"](x_val), y_val)[0]
-    history = train(
-        model, batch, None, s.memory_steps, s.memory_lr, s.memory_steps, f"{name} d={d}", progress
-    )
-    loss, acc = loss_and_accuracy(model["logits"](x_val), y_val)
-    # the last position asks for the token d back: how strongly does its loss reach that input?
-    grad = model["embedding_grad"](probe, probe[:, T - 1 - d])
-    return {
-        "accuracy": acc,
-        "val_loss": loss,
-        "val_loss_at_init": loss_0,
-        "train_time": history["time"][-1],
-        "grad_at_d": float(grad[d]),
-        "grad_profile": grad.tolist(),
-    }
+    before = {name: loss_and_accuracy(model["logits"](x_val), y_val)[0] for name, model in models.items()}
+    # evaluated at the start and the end only, here: a forward over the held-out set costs a few steps
+    histories = train(models, batch, None, s.memory_steps, s.memory_lr, s.memory_steps, f"d={d}", progress)
+    rows = {}
+    for name, model in models.items():
+        loss, acc = loss_and_accuracy(model["logits"](x_val), y_val)
+        # the last position asks for the token d back: how strongly does its loss reach that input?
+        grad = model["embedding_grad"](probe, probe[:, T - 1 - d])
+        rows[name] = {
+            "accuracy": acc,
+            "val_loss": loss,
+            "val_loss_at_init": before[name],
+            "train_time": histories[name]["time"][-1],
+            "grad_at_d": float(grad[d]),
+            # the typical input elsewhere: k = 0 (the current token, read directly) and k = d left out
+            "grad_elsewhere": float(np.median(np.delete(grad, [0, d]))),
+            "grad_profile": grad.tolist(),
+        }
+    return rows
 
 
 def log_memory(rows: list, init: dict, s: RNNSettings, log=print) -> None:
     log(
         f"after {s.memory_steps} steps (chance {1 / s.alphabet:.3f}, loss log {s.alphabet} = "
         f"{math.log(s.alphabet):.3f}); |dL/dx|: the gradient of the last position's loss with respect to "
-        "the input embedding d positions back, mean over 64 sequences"
+        "the input embedding d positions back, mean over 64 sequences; elsewhere: its median over the other "
+        "inputs k = 1 .. 63 back"
     )
     log(
         f"{'d':>3} {'acc GPT':>8} {'acc LSTM':>8} {'loss GPT':>8} {'loss LSTM':>9} "
-        f"{'|dL/dx| GPT':>11} {'LSTM':>8} {'at init GPT':>11} {'LSTM':>8}"
+        f"{'|dL/dx| GPT':>11} {'LSTM':>8} {'elsewhere GPT':>13} {'LSTM':>8} {'at init GPT':>11} {'LSTM':>8}"
     )
     for r in rows:
         d, g, l = r["d"], r["GPT"], r["LSTM"]
         log(
             f"{d:>3} {g['accuracy']:>8.3f} {l['accuracy']:>8.3f} {g['val_loss']:>8.3f} {l['val_loss']:>9.3f} "
-            f"{g['grad_at_d']:>11.2e} {l['grad_at_d']:>8.2e} {init['GPT'][d]:>11.2e} {init['LSTM'][d]:>8.2e}"
+            f"{g['grad_at_d']:>11.2e} {l['grad_at_d']:>8.2e} {g['grad_elsewhere']:>13.2e} "
+            f"{l['grad_elsewhere']:>8.2e} {init['GPT'][d]:>11.2e} {init['LSTM'][d]:>8.2e}"
         )
 
 
