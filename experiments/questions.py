@@ -204,7 +204,7 @@ def add_arguments(q) -> None:
         nargs="+",
         choices=["numpy", "c", "tinygrad"],
         help="the tiers whose counts `params` checks (default: all three); the tier the training "
-        "questions train with (default: c, the fastest)",
+        "questions train with (default: c, the fastest; rnn: numpy only, both its models on one engine)",
     )
     q.add_argument("--out", default="out/questions", help="folder for the figures (default out/questions/)")
     q.add_argument(
@@ -213,7 +213,9 @@ def add_arguments(q) -> None:
         help="training steps of each run (training questions; default: documented)",
     )
     q.add_argument(
-        "--lr", type=positive, help="peak learning rate (scale-training, residual, positions; default 3e-3)"
+        "--lr",
+        type=positive,
+        help="peak learning rate (scale-training, residual, positions, and every run of rnn; default 3e-3)",
     )
     q.add_argument(
         "--data",
