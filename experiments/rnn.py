@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from impl_numpy.engine import Tensor, concat, constant_max, take_rows
-from impl_numpy.model import block, layernorm
+from impl_numpy.engine import Tensor, concat, take_rows
+from impl_numpy.model import block, cross_entropy, layernorm  # the LSTM's loss is the GPT's
 from impl_numpy.optim import adamw_step, clip_grad_norm, grad_norm
 from shared.checks import check_diverged
 from shared.config import GPTConfig, get_config
@@ -110,21 +110,6 @@ def lstm_forward(params, idx):
 def lstm_head(h, params):
     # h: (B, T, H) -> logits (B, T, V)
     return h @ params["lm_head.weight"] + params["lm_head.bias"]
-
-
-def cross_entropy(logits, targets):
-    # logits: (B, T, V), targets: (B, T) with -1 for ignored -> scalar mean over counted positions; the
-    # numpy tier's cross_entropy (impl_numpy/model.py), which the LSTM's loss must equal for the
-    # comparison to be like with like
-    V = logits.shape[-1]
-    logits = logits.reshape(-1, V)
-    targets = targets.reshape(-1)
-    counted = (targets != -1)[:, None]  # (N, 1)
-    m = constant_max(logits, -1)
-    lse = ((logits - m).exp().sum(-1, keepdims=True)).log() + m  # (N, 1)
-    onehot = (np.arange(V)[None, :] == targets[:, None]).astype(logits.dtype)
-    picked = (logits * onehot).sum(-1, keepdims=True)  # (N, 1)
-    return ((lse - picked) * counted.astype(logits.dtype)).sum() * (1.0 / int(counted.sum()))
 
 
 def lstm_loss(params: dict, idx, targets) -> float:
