@@ -204,7 +204,8 @@ def add_arguments(q) -> None:
         nargs="+",
         choices=["numpy", "c", "tinygrad"],
         help="the tiers whose counts `params` checks (default: all three); the tier the training "
-        "questions train with (default: c, the fastest; rnn: numpy only, both its models on one engine)",
+        "questions train with (default: c, the fastest; rnn and qkv: numpy only, the engine their LSTM and "
+        "scores are written on)",
     )
     q.add_argument("--out", default="out/questions", help="folder for the figures (default out/questions/)")
     q.add_argument(
@@ -215,7 +216,7 @@ def add_arguments(q) -> None:
     q.add_argument(
         "--lr",
         type=positive,
-        help="peak learning rate (scale-training, residual, positions, and every run of rnn; default 3e-3)",
+        help="peak learning rate of every run (the training questions but reversal; default 3e-3)",
     )
     q.add_argument(
         "--data",
