@@ -194,6 +194,9 @@ def train_one(tier, label: str, dataset: CharDataset, val_text: str, costs, s, l
         "block_size": config.block_size,
         "train_chars_per_token": dataset.chars("train") / len(dataset.train),
     }
+    unk = np.flatnonzero(charges[1:] > 0) + 1  # the predicted <unk>s, as positions in dataset.val
+    pieces = word_pieces(val_text) if len(unk) else []
+    unk_chars = sum(len(pieces[i]) for i in unk)
     tokens = round(SAMPLE_CHARS / val_chars_per_token)
     sample = sample_text(model, tokenizer, None, tokens, 0.8, None, s.seed)
     run = {
@@ -203,13 +206,19 @@ def train_one(tier, label: str, dataset: CharDataset, val_text: str, costs, s, l
         "train_loss": history["train"][-1],
         "val_loss_10_batches": history["val"][-1],
         **m,
+        # a pass over the training split is len(train) tokens; a step reads batch_size x T of them
+        "epochs": s.steps * s.batch_size * config.block_size / len(dataset.train),
+        "median_count": float(np.median(np.bincount(dataset.train, minlength=tokenizer.vocab_size))),
+        "unk_mean_chars": unk_chars / max(1, len(unk)),
+        "unk_mean_nats": float(charges[unk].mean()) if len(unk) else 0.0,
+        "unk_bits_per_char": float(charges[unk].sum()) / max(1, unk_chars) / math.log(2),
         "seconds": history["time"][-1],
         "ms_per_step": 1000 * history["time"][-1] / max(1, s.steps),
         "curves": curves,
         "sample": sample,
     }
     log(
-        f"{label:>30}: val loss {history['val'][0]:.3f} -> {history['val'][-1]:.3f} nats per token, "
+        f"{label:>32}: val loss {history['val'][0]:.3f} -> {history['val'][-1]:.3f} nats per token, "
         f"train {history['train'][-1]:.3f}; {m['bits_per_char']:.3f} bits per character"
         + (f", {m['fair_bits_per_char']:.3f} with <unk> spelled" if tokenizer.kind == "word" else "")
         + f" ({run['seconds']:.0f} s)"
@@ -219,13 +228,13 @@ def train_one(tier, label: str, dataset: CharDataset, val_text: str, costs, s, l
 
 def report(runs: dict, costs, log) -> None:
     log(
-        f"\n{'model':>30} {'V':>6} {'params':>9} {'tok/char':>8} {'chars/64':>8} {'train':>6} {'val':>6} "
+        f"\n{'model':>32} {'V':>6} {'params':>9} {'tok/char':>8} {'chars/64':>8} {'train':>6} {'val':>6} "
         f"{'val all':>7} {'bpc':>6} {'<unk>':>6} {'bpc spelled':>11} {'ms/step':>7}"
     )
     for label, r in runs.items():
         word = r["kind"] == "word"
         log(
-            f"{label:>30} {r['vocab_size']:>6} {r['params']:>9,} {r['tokens_per_char']:>8.4f} "
+            f"{label:>32} {r['vocab_size']:>6} {r['params']:>9,} {r['tokens_per_char']:>8.4f} "
             f"{r['context_chars']:>8.1f} {r['train_loss']:>6.3f} {r['val_loss_10_batches']:>6.3f} "
             f"{r['val_loss']:>7.4f} {r['bits_per_char']:>6.3f} "
             + (
@@ -234,6 +243,19 @@ def report(runs: dict, costs, log) -> None:
                 else f"{'-':>6} {'-':>11}"
             )
             + f" {r['ms_per_step']:>7.0f}"
+        )
+    log(
+        f"\n{'model':>32} {'epochs':>6} {'median count':>12} {'<unk> chars':>11} {'nats':>5} {'bits/char':>9}"
+    )
+    for label, r in runs.items():
+        unk = r["kind"] == "word"
+        log(
+            f"{label:>32} {r['epochs']:>6.2f} {r['median_count']:>12,.0f} "
+            + (
+                f"{r['unk_mean_chars']:>11.2f} {r['unk_mean_nats']:>5.1f} {r['unk_bits_per_char']:>9.2f}"
+                if unk
+                else f"{'-':>11} {'-':>5} {'-':>9}"
+            )
         )
     chars, end = costs
     log(
@@ -244,6 +266,11 @@ def report(runs: dict, costs, log) -> None:
         f"<unk> spelled: each <unk> charged its word's spelling, the training text's character frequencies "
         f"and an end symbol (end {end:.2f} nats, 'e' {chars['e']:.2f}, 'z' {chars['z']:.2f}); the comparable "
         f"figure for a word model"
+    )
+    log(
+        "epochs: passes over the training split; median count: how often the median vocabulary entry "
+        "occurs in it; <unk> chars, nats, bits/char: a validation <unk>'s mean length, mean charge, and "
+        "the charge per character of those words"
     )
     for label, r in runs.items():
         log(f"\n--- {label}: sample, temperature 0.8 ---\n{r['sample']}")
