@@ -9,9 +9,9 @@
 # A word model's <unk> stands for every word outside its vocabulary, so its loss never pays for spelling
 # a rare word, which the other two must do letter by letter or piece by piece. Its fair figure charges
 # each <unk> the cost of spelling its word out under the training text's character frequencies and an
-# end-of-word symbol (spelling_costs). That makes the word model with this speller a real code for the
-# text (it can spell any string, so its probabilities sum to at most 1), like the other two models, and
-# that figure is the one to compare.
+# end-of-word symbol (spelling_costs). The word model with this speller gives every text a probability,
+# and those sum to at most 1 (what the speller puts on words the vocabulary has is wasted), so its bits
+# are a code length for the text as the other two models' are: that figure is the one to compare.
 import dataclasses
 import json
 import math
@@ -27,10 +27,10 @@ from shared.params import num_params
 from shared.tokenizer import BPETokenizer, CharTokenizer, WordTokenizer, word_pieces
 from transformer import bits_per_char, read_text, sample_text
 
-# BPE 1,024: 959 merges on top of the 256 bytes (the text uses 65 of them), about 2.4 characters a
-# token; the output layer (V x C) stays a sixth of the model's 0.9M parameters, and each token still
-# occurs about 450 times in training on average (a larger vocabulary on 1M characters has many tokens seen
-# a handful of times).
+# BPE 1,024 (the README's run): the 256 bytes (65 of them in the text), <|endoftext|> and 767 merges,
+# about 2.4 characters a token. The output layer (V x C) stays a seventh of the model's 0.93M parameters,
+# and the median token still occurs 167 times in the training split; a much larger vocabulary learned
+# from 1M characters would have many tokens seen a handful of times.
 BPE_VOCAB = 1024
 # 4,096 words: transformer.py's README run; about 94% of validation words are in it. None: every piece of
 # the training text (12,671 and <unk>), so <unk> is left only for words training never had.
@@ -182,23 +182,7 @@ def train_one(tier, label: str, dataset: CharDataset, val_text: str, costs, s, l
     history, model = train_variant(tier, config, dataset, s, label)
     charges = unk_charges(tokenizer, dataset.val, val_text, costs)
     m = measure(model, dataset, charges)
-    val_chars_per_token = 1 / m["tokens_per_char"]
-    charge = window_charge(charges, s, config.block_size)
-    per_char = m["tokens_per_char"] / math.log(2)
-    curves = {
-        "step": history["step"],
-        "train": history["train"],
-        "val": history["val"],
-        "bpc": [v * per_char for v in history["val"]],
-        "fair_bpc": [(v + charge) * per_char for v in history["val"]],
-        "block_size": config.block_size,
-        "train_chars_per_token": dataset.chars("train") / len(dataset.train),
-    }
-    unk = np.flatnonzero(charges[1:] > 0) + 1  # the predicted <unk>s, as positions in dataset.val
-    pieces = word_pieces(val_text) if len(unk) else []
-    unk_chars = sum(len(pieces[i]) for i in unk)
-    tokens = round(SAMPLE_CHARS / val_chars_per_token)
-    sample = sample_text(model, tokenizer, None, tokens, 0.8, None, s.seed)
+    tokens = round(SAMPLE_CHARS * m["tokens_per_char"])
     run = {
         "kind": tokenizer.kind,
         "vocab_size": tokenizer.vocab_size,
@@ -209,13 +193,17 @@ def train_one(tier, label: str, dataset: CharDataset, val_text: str, costs, s, l
         # a pass over the training split is len(train) tokens; a step reads batch_size x T of them
         "epochs": s.steps * s.batch_size * config.block_size / len(dataset.train),
         "median_count": float(np.median(np.bincount(dataset.train, minlength=tokenizer.vocab_size))),
-        "unk_mean_chars": unk_chars / max(1, len(unk)),
-        "unk_mean_nats": float(charges[unk].mean()) if len(unk) else 0.0,
-        "unk_bits_per_char": float(charges[unk].sum()) / max(1, unk_chars) / math.log(2),
+        **unk_words(charges, val_text),
         "seconds": history["time"][-1],
         "ms_per_step": 1000 * history["time"][-1] / max(1, s.steps),
-        "curves": curves,
-        "sample": sample,
+        "curves": curves(
+            history,
+            dataset,
+            config.block_size,
+            m["tokens_per_char"],
+            window_charge(charges, s, config.block_size),
+        ),
+        "sample": sample_text(model, tokenizer, None, tokens, 0.8, None, s.seed),
     }
     log(
         f"{label:>32}: val loss {history['val'][0]:.3f} -> {history['val'][-1]:.3f} nats per token, "
@@ -224,6 +212,36 @@ def train_one(tier, label: str, dataset: CharDataset, val_text: str, costs, s, l
         + f" ({run['seconds']:.0f} s)"
     )
     return run
+
+
+def curves(
+    history: dict, dataset: CharDataset, block_size: int, tokens_per_char: float, charge: float
+) -> dict:
+    """The losses train_variant recorded, and the validation ones in bits per character, without and
+    with the <unk> charge of the windows they were measured on."""
+    per_char = tokens_per_char / math.log(2)
+    return {
+        "step": history["step"],
+        "train": history["train"],
+        "val": history["val"],
+        "bpc": [v * per_char for v in history["val"]],
+        "fair_bpc": [(v + charge) * per_char for v in history["val"]],
+        "block_size": block_size,
+        "train_chars_per_token": dataset.chars("train") / len(dataset.train),
+    }
+
+
+def unk_words(charges: np.ndarray, val_text: str) -> dict:
+    """The predicted validation <unk>s' words: their mean length, mean charge (nats), and the charge per
+    character of those words (bits)."""
+    unk = np.flatnonzero(charges[1:] > 0) + 1  # positions in the validation tokens
+    pieces = word_pieces(val_text) if len(unk) else []
+    chars = sum(len(pieces[i]) for i in unk)
+    return {
+        "unk_mean_chars": chars / max(1, len(unk)),
+        "unk_mean_nats": float(charges[unk].mean()) if len(unk) else 0.0,
+        "unk_bits_per_char": float(charges[unk].sum()) / max(1, chars) / math.log(2),
+    }
 
 
 def report(runs: dict, costs, log) -> None:
