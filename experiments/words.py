@@ -105,12 +105,16 @@ def unk_charges(tokenizer, data: np.ndarray, text: str, costs) -> np.ndarray:
     return charges
 
 
-def window_charge(charges: np.ndarray, s: AblationSettings, T: int) -> float:
-    """The mean charge over the targets of the validation windows estimate_loss scores during training
+# the seeds' offsets of the windows train_variant's estimate_loss scores on each split
+EVAL_SEEDS = {"train": 1, "val": 2}
+
+
+def window_charge(charges: np.ndarray, s: AblationSettings, T: int, split: str) -> float:
+    """The mean charge over the targets of the windows estimate_loss scores on split during training
     (the same draws: get_batch on the positions instead of the ids)."""
     positions = np.arange(len(charges))
-    ys = [get_batch(positions, s.batch_size, T, batch_rng(s.seed + 2, k))[1] for k in range(s.eval_iters)]
-    return float(np.mean([charges[y].mean() for y in ys]))
+    rngs = [batch_rng(s.seed + EVAL_SEEDS[split], k) for k in range(s.eval_iters)]
+    return float(np.mean([charges[get_batch(positions, s.batch_size, T, rng)[1]].mean() for rng in rngs]))
 
 
 def measure(model, dataset: CharDataset, charges: np.ndarray) -> dict:
@@ -149,8 +153,8 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
             ax.plot(x, c["fair_bpc"], color=color, label=label + (", <unk> spelled" if word else ""))
             if word:
                 ax.plot(x, c["bpc"], color=color, ls="--", label=f"{label}, <unk> free (not comparable)")
-        gap = np.array(c["val"]) - np.array(c["train"])
-        axes[2].plot(steps, gap, color=color, label=label)
+        gap = np.array(c["fair_bpc"]) - np.array(c["fair_train_bpc"])
+        axes[2].plot(steps, gap, color=color, label=label + (", <unk> spelled" if word else ""))
     for ax, xlabel in zip(axes, ("step", "training characters seen", "step")):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
@@ -163,7 +167,7 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
         ax.set_ylim(low - 0.1, high + 1.5)  # step 0 is far above (ln V nats per token): cut off
         ax.legend(fontsize=8)
     axes[2].axhline(0, color="k", lw=0.8)
-    axes[2].set_ylabel("validation minus training loss (nats per token)")
+    axes[2].set_ylabel("validation minus training, bits per character")
     axes[2].set_title("overfitting: the gap between the splits (10 batches each)")
     axes[2].legend(fontsize=8)
     fig.suptitle(
@@ -176,12 +180,14 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
 # ---- the question ----
 
 
-def train_one(tier, label: str, dataset: CharDataset, val_text: str, costs, s, log) -> dict:
+def train_one(tier, label: str, dataset: CharDataset, texts: dict, costs, s, log) -> dict:
+    """texts: "train" and "val", the text of each split."""
     tokenizer = dataset.tokenizer
     config = get_config("shakespeare", vocab_size=tokenizer.vocab_size)
     history, model = train_variant(tier, config, dataset, s, label)
-    charges = unk_charges(tokenizer, dataset.val, val_text, costs)
-    m = measure(model, dataset, charges)
+    charges = {k: unk_charges(tokenizer, dataset.split(k), texts[k], costs) for k in texts}
+    window = {k: window_charge(charges[k], s, config.block_size, k) for k in charges}
+    m = measure(model, dataset, charges["val"])
     tokens = round(SAMPLE_CHARS * m["tokens_per_char"])
     run = {
         "kind": tokenizer.kind,
@@ -193,16 +199,11 @@ def train_one(tier, label: str, dataset: CharDataset, val_text: str, costs, s, l
         # a pass over the training split is len(train) tokens; a step reads batch_size x T of them
         "epochs": s.steps * s.batch_size * config.block_size / len(dataset.train),
         "median_count": float(np.median(np.bincount(dataset.train, minlength=tokenizer.vocab_size))),
-        **unk_words(charges, val_text),
+        "unk_share_train": float((charges["train"] > 0).mean()),
+        **unk_words(charges["val"], texts["val"]),
         "seconds": history["time"][-1],
         "ms_per_step": 1000 * history["time"][-1] / max(1, s.steps),
-        "curves": curves(
-            history,
-            dataset,
-            config.block_size,
-            m["tokens_per_char"],
-            window_charge(charges, s, config.block_size),
-        ),
+        "curves": curves(history, dataset, config.block_size, window),
         "sample": sample_text(model, tokenizer, None, tokens, 0.8, None, s.seed),
     }
     log(
@@ -214,21 +215,18 @@ def train_one(tier, label: str, dataset: CharDataset, val_text: str, costs, s, l
     return run
 
 
-def curves(
-    history: dict, dataset: CharDataset, block_size: int, tokens_per_char: float, charge: float
-) -> dict:
-    """The losses train_variant recorded, and the validation ones in bits per character, without and
-    with the <unk> charge of the windows they were measured on."""
-    per_char = tokens_per_char / math.log(2)
-    return {
-        "step": history["step"],
-        "train": history["train"],
-        "val": history["val"],
-        "bpc": [v * per_char for v in history["val"]],
-        "fair_bpc": [(v + charge) * per_char for v in history["val"]],
-        "block_size": block_size,
-        "train_chars_per_token": dataset.chars("train") / len(dataset.train),
-    }
+def curves(history: dict, dataset: CharDataset, block_size: int, charge: dict) -> dict:
+    """The losses train_variant recorded, and in bits per character on each split, without and with the
+    <unk> charge (charge: the mean over the windows they were measured on, by split)."""
+    out = {"step": history["step"], "train": history["train"], "val": history["val"]}
+    for split in ("train", "val"):
+        per_char = len(dataset.split(split)) / dataset.chars(split) / math.log(2)
+        prefix = "" if split == "val" else "train_"
+        out[f"{prefix}bpc"] = [v * per_char for v in history[split]]
+        out[f"fair_{prefix}bpc"] = [(v + charge[split]) * per_char for v in history[split]]
+    out["block_size"] = block_size
+    out["train_chars_per_token"] = dataset.chars("train") / len(dataset.train)
+    return out
 
 
 def unk_words(charges: np.ndarray, val_text: str) -> dict:
@@ -263,12 +261,15 @@ def report(runs: dict, costs, log) -> None:
             + f" {r['ms_per_step']:>7.0f}"
         )
     log(
-        f"\n{'model':>32} {'epochs':>6} {'median count':>12} {'<unk> chars':>11} {'nats':>5} {'bits/char':>9}"
+        f"\n{'model':>32} {'epochs':>6} {'median count':>12} {'<unk> train':>11} {'gap':>6} "
+        f"{'<unk> chars':>11} {'nats':>5} {'bits/char':>9}"
     )
     for label, r in runs.items():
         unk = r["kind"] == "word"
         log(
             f"{label:>32} {r['epochs']:>6.2f} {r['median_count']:>12,.0f} "
+            + (f"{100 * r['unk_share_train']:>10.2f}% " if unk else f"{'-':>11} ")
+            + f"{r['curves']['fair_bpc'][-1] - r['curves']['fair_train_bpc'][-1]:>+6.3f} "
             + (
                 f"{r['unk_mean_chars']:>11.2f} {r['unk_mean_nats']:>5.1f} {r['unk_bits_per_char']:>9.2f}"
                 if unk
@@ -287,7 +288,8 @@ def report(runs: dict, costs, log) -> None:
     )
     log(
         "epochs: passes over the training split; median count: how often the median vocabulary entry "
-        "occurs in it; <unk> chars, nats, bits/char: a validation <unk>'s mean length, mean charge, and "
+        "occurs in it; <unk> train: the share of its tokens that are <unk>; gap: validation minus training "
+        "bits per character at the last step (10 batches each, <unk> spelled); <unk> chars, nats, bits/char: a validation <unk>'s mean length, mean charge, and "
         "the charge per character of those words"
     )
     for label, r in runs.items():
@@ -299,7 +301,7 @@ def run_question(args, tier_module, out: Path, log=print) -> dict:
     tier = tier_module(args.impl[0] if args.impl else "c")
     text = read_text(shakespeare_path(args.data))
     train_chars = int(0.9 * len(text))  # CharDataset's cut
-    val_text = text[train_chars:]
+    texts = {"train": text[:train_chars], "val": text[train_chars:]}
     costs = spelling_costs(text[:train_chars], CharTokenizer.from_text(text).chars)
     log(
         f"Tiny Shakespeare (the complete works cannot be downloaded here): {len(text):,} characters, "
@@ -308,7 +310,7 @@ def run_question(args, tier_module, out: Path, log=print) -> dict:
     runs = {}
     for label, tokenizer in make_tokenizers(text, train_chars).items():
         dataset = CharDataset(text, tokenizer)
-        runs[label] = train_one(tier, label, dataset, val_text, costs, s, log)
+        runs[label] = train_one(tier, label, dataset, texts, costs, s, log)
     report(runs, costs, log)
     figure, data = out / "questions-words.png", out / "questions-words.json"
     plot_words(runs, s, figure)

@@ -43,11 +43,12 @@ def test_every_token_but_the_first_is_predicted_once_from_the_one_before(n):
     assert loss == pytest.approx(n / 2)  # the mean of 1 .. n-1: batches weighted by their tokens
 
 
-def test_the_loss_during_training_and_the_charge_see_the_same_windows():
+@pytest.mark.parametrize("split, offset", [("train", 1), ("val", 2)])  # train_variant's seeds
+def test_the_loss_during_training_and_the_charge_see_the_same_windows(split, offset):
     s = SimpleNamespace(batch_size=5, seed=11, eval_iters=4)
     positions = np.arange(500)
-    expected = estimate_loss(MeanTarget(16), positions, s.batch_size, s.eval_iters, s.seed + 2)
-    assert window_charge(positions.astype(float), s, 16) == pytest.approx(expected)
+    expected = estimate_loss(MeanTarget(16), positions, s.batch_size, s.eval_iters, s.seed + offset)
+    assert window_charge(positions.astype(float), s, 16, split) == pytest.approx(expected)
 
 
 def test_the_spelling_model_is_a_distribution_with_an_end_symbol():
