@@ -147,9 +147,8 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
     for (label, run), color in zip(runs.items(), COLORS):
         c = run["curves"]
         steps = np.array(c["step"])
-        seen = steps * s.batch_size * c["block_size"] * c["train_chars_per_token"]
         word = run["kind"] == "word"
-        for ax, x in zip(axes[:2], (steps, seen)):
+        for ax, x in zip(axes[:2], (steps, c["chars_read"])):
             ax.plot(x, c["fair_bpc"], color=color, label=label + (", <unk> spelled" if word else ""))
             if word:
                 ax.plot(x, c["bpc"], color=color, ls="--", label=f"{label}, <unk> free (not comparable)")
@@ -168,7 +167,7 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
         ax.legend(fontsize=8)
     axes[2].axhline(0, color="k", lw=0.8)
     axes[2].set_ylabel("validation minus training, bits per character")
-    axes[2].set_title("overfitting: the gap between the splits (10 batches each)")
+    axes[2].set_title("the gap between the splits (10 batches each); at step 0 the tokenizer's alone")
     axes[2].legend(fontsize=8)
     fig.suptitle(
         f"The shakespeare preset on Tiny Shakespeare by character, BPE and word, {s.steps} steps each "
@@ -203,7 +202,7 @@ def train_one(tier, label: str, dataset: CharDataset, texts: dict, costs, s, log
         **unk_words(charges["val"], texts["val"]),
         "seconds": history["time"][-1],
         "ms_per_step": 1000 * history["time"][-1] / max(1, s.steps),
-        "curves": curves(history, dataset, config.block_size, window),
+        "curves": curves(history, dataset, s.batch_size * config.block_size, window),
         "sample": sample_text(model, tokenizer, None, tokens, 0.8, None, s.seed),
     }
     log(
@@ -215,17 +214,18 @@ def train_one(tier, label: str, dataset: CharDataset, texts: dict, costs, s, log
     return run
 
 
-def curves(history: dict, dataset: CharDataset, block_size: int, charge: dict) -> dict:
+def curves(history: dict, dataset: CharDataset, tokens_per_step: int, charge: dict) -> dict:
     """The losses train_variant recorded, and in bits per character on each split, without and with the
-    <unk> charge (charge: the mean over the windows they were measured on, by split)."""
+    <unk> charge (charge: the mean over the windows they were measured on, by split); the characters of
+    training text read by each step."""
     out = {"step": history["step"], "train": history["train"], "val": history["val"]}
     for split in ("train", "val"):
         per_char = len(dataset.split(split)) / dataset.chars(split) / math.log(2)
         prefix = "" if split == "val" else "train_"
         out[f"{prefix}bpc"] = [v * per_char for v in history[split]]
         out[f"fair_{prefix}bpc"] = [(v + charge[split]) * per_char for v in history[split]]
-    out["block_size"] = block_size
-    out["train_chars_per_token"] = dataset.chars("train") / len(dataset.train)
+    chars_per_token = dataset.chars("train") / len(dataset.train)
+    out["chars_read"] = [step * tokens_per_step * chars_per_token for step in history["step"]]
     return out
 
 
@@ -292,8 +292,23 @@ def report(runs: dict, costs, log) -> None:
         "bits per character at the last step (10 batches each, <unk> spelled); <unk> chars, nats, bits/char: a validation <unk>'s mean length, mean charge, and "
         "the charge per character of those words"
     )
+    report_curves(runs, log)
     for label, r in runs.items():
         log(f"\n--- {label}: sample, temperature 0.8 ---\n{r['sample']}")
+
+
+def report_curves(runs: dict, log, every: int = 2) -> None:
+    """The figure's curves at every `every`-th evaluation: validation bits per character (<unk> spelled)
+    and the training characters read by then (millions)."""
+    steps = next(iter(runs.values()))["curves"]["step"][::every]
+    log("\nvalidation bits per character (<unk> spelled; 10 batches) / training characters read (millions)")
+    log(f"{'step':>32} " + " ".join(f"{step:>12}" for step in steps))
+    for label, r in runs.items():
+        c = r["curves"]
+        cells = [
+            f"{bpc:.3f} / {n / 1e6:.2f}" for bpc, n in zip(c["fair_bpc"][::every], c["chars_read"][::every])
+        ]
+        log(f"{label:>32} " + " ".join(f"{cell:>12}" for cell in cells))
 
 
 def run_question(args, tier_module, out: Path, log=print) -> dict:
