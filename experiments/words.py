@@ -167,7 +167,7 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
         ax.legend(fontsize=8)
     axes[2].axhline(0, color="k", lw=0.8)
     axes[2].set_ylabel("validation minus training, bits per character")
-    axes[2].set_title("the gap between the splits (10 batches each); at step 0 the tokenizer's alone")
+    axes[2].set_title("validation minus training, 10 batches each\n(at step 0 the tokenizer's part alone)")
     axes[2].legend(fontsize=8)
     fig.suptitle(
         f"The shakespeare preset on Tiny Shakespeare by character, BPE and word, {s.steps} steps each "
