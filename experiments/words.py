@@ -35,6 +35,8 @@ BPE_VOCAB = 1024
 # 4,096 words: transformer.py's README run; about 94% of validation words are in it. None: every piece of
 # the training text (12,671 and <unk>), so <unk> is left only for words training never had.
 WORD_VOCABS = (4096, None)
+PRESET = "shakespeare"  # the model every tokenizer trains, its vocab_size set by the tokenizer
+T = get_config(PRESET).block_size  # 64 tokens of context
 SAMPLE_CHARS = 200  # about this many characters of sample from each model
 EVAL_BATCH = 16  # windows per forward when every validation token is scored (logits B x T x V in memory)
 
@@ -158,7 +160,8 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation bits per character")
-    axes[0].set_title("per step (the same batches of 12 x 64 tokens)")
+    batch = f"{s.batch_size} x {T} tokens"
+    axes[0].set_title(f"per step (the same batches of {batch})")
     axes[1].set_title("per character of training text read")
     curves = [run["curves"][key] for run in runs.values() for key in ("bpc", "fair_bpc")]
     low, high = min(min(c) for c in curves), max(c[-1] for c in curves)
@@ -167,11 +170,13 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
         ax.legend(fontsize=8)
     axes[2].axhline(0, color="k", lw=0.8)
     axes[2].set_ylabel("validation minus training, bits per character")
-    axes[2].set_title("validation minus training, 10 batches each\n(at step 0 the tokenizer's part alone)")
+    axes[2].set_title(
+        f"validation minus training, {s.eval_iters} batches each\n(at step 0 the tokenizer's part alone)"
+    )
     axes[2].legend(fontsize=8)
     fig.suptitle(
         f"The shakespeare preset on Tiny Shakespeare by character, BPE and word, {s.steps} steps each "
-        "(same init seed, batches of 12 x 64 tokens, lr schedule)"
+        f"(same init seed, batches of {batch}, lr schedule)"
     )
     _save(fig, path)
 
@@ -182,7 +187,7 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
 def train_one(tier, label: str, dataset: CharDataset, texts: dict, costs, s, log) -> dict:
     """texts: "train" and "val", the text of each split."""
     tokenizer = dataset.tokenizer
-    config = get_config("shakespeare", vocab_size=tokenizer.vocab_size)
+    config = get_config(PRESET, vocab_size=tokenizer.vocab_size)
     history, model = train_variant(tier, config, dataset, s, label)
     charges = {k: unk_charges(tokenizer, dataset.split(k), texts[k], costs) for k in texts}
     window = {k: window_charge(charges[k], s, config.block_size, k) for k in charges}
@@ -242,9 +247,9 @@ def unk_words(charges: np.ndarray, val_text: str) -> dict:
     }
 
 
-def report(runs: dict, costs, log) -> None:
+def report(runs: dict, costs, s: AblationSettings, log) -> None:
     log(
-        f"\n{'model':>32} {'V':>6} {'params':>9} {'tok/char':>8} {'chars/64':>8} {'train':>6} {'val':>6} "
+        f"\n{'model':>32} {'V':>6} {'params':>9} {'tok/char':>8} {f'chars/{T}':>8} {'train':>6} {'val':>6} "
         f"{'val all':>7} {'bpc':>6} {'<unk>':>6} {'bpc spelled':>11} {'ms/step':>7}"
     )
     for label, r in runs.items():
@@ -278,30 +283,35 @@ def report(runs: dict, costs, log) -> None:
         )
     chars, end = costs
     log(
-        "train, val: loss in nats per token on 10 batches of 12 x 64 (the same estimate for both splits); "
+        f"train, val: loss in nats per token on {s.eval_iters} batches of {s.batch_size} x {T} (the same "
+        "estimate for both splits); "
         "val all: on every validation token; bpc = val all x tok/char / ln 2"
     )
     log(
         f"<unk> spelled: each <unk> charged its word's spelling, the training text's character frequencies "
         f"and an end symbol (end {end:.2f} nats, 'e' {chars['e']:.2f}, 'z' {chars['z']:.2f}); the comparable "
-        f"figure for a word model"
+        "figure for a word model"
     )
     log(
         "epochs: passes over the training split; median count: how often the median vocabulary entry "
         "occurs in it; <unk> train: the share of its tokens that are <unk>; gap: validation minus training "
-        "bits per character at the last step (10 batches each, <unk> spelled); <unk> chars, nats, bits/char: a validation <unk>'s mean length, mean charge, and "
-        "the charge per character of those words"
+        f"bits per character at the last step ({s.eval_iters} batches each, <unk> spelled); <unk> chars, "
+        "nats, bits/char: a validation <unk>'s mean length, mean charge, and the charge per character of "
+        "those words"
     )
-    report_curves(runs, log)
+    report_curves(runs, s, log)
     for label, r in runs.items():
         log(f"\n--- {label}: sample, temperature 0.8 ---\n{r['sample']}")
 
 
-def report_curves(runs: dict, log, every: int = 2) -> None:
+def report_curves(runs: dict, s: AblationSettings, log, every: int = 2) -> None:
     """The figure's curves at every `every`-th evaluation: validation bits per character (<unk> spelled)
     and the training characters read by then (millions)."""
     steps = next(iter(runs.values()))["curves"]["step"][::every]
-    log("\nvalidation bits per character (<unk> spelled; 10 batches) / training characters read (millions)")
+    log(
+        f"\nvalidation bits per character (<unk> spelled; {s.eval_iters} batches) / training characters read "
+        "(millions)"
+    )
     log(f"{'step':>32} " + " ".join(f"{step:>12}" for step in steps))
     for label, r in runs.items():
         c = r["curves"]
@@ -320,13 +330,13 @@ def run_question(args, tier_module, out: Path, log=print) -> dict:
     costs = spelling_costs(text[:train_chars], CharTokenizer.from_text(text).chars)
     log(
         f"Tiny Shakespeare (the complete works cannot be downloaded here): {len(text):,} characters, "
-        f"{train_chars:,} for training; shakespeare preset, {s.steps} steps of {s.batch_size} x 64 tokens"
+        f"{train_chars:,} for training; shakespeare preset, {s.steps} steps of {s.batch_size} x {T} tokens"
     )
     runs = {}
     for label, tokenizer in make_tokenizers(text, train_chars).items():
         dataset = CharDataset(text, tokenizer)
         runs[label] = train_one(tier, label, dataset, texts, costs, s, log)
-    report(runs, costs, log)
+    report(runs, costs, s, log)
     figure, data = out / "questions-words.png", out / "questions-words.json"
     plot_words(runs, s, figure)
     data.write_text(json.dumps({"settings": dataclasses.asdict(s), "runs": runs}, indent=1))
