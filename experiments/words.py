@@ -197,8 +197,9 @@ def train_one(tier, label: str, dataset: CharDataset, texts: dict, costs, s, log
         "kind": tokenizer.kind,
         "vocab_size": tokenizer.vocab_size,
         "params": num_params(config),
+        # the last estimates on both splits (train_variant: eval_iters batches each)
         "train_loss": history["train"][-1],
-        "val_loss_10_batches": history["val"][-1],
+        "val_loss_estimate": history["val"][-1],
         **m,
         # a pass over the training split is len(train) tokens; a step reads batch_size x T of them
         "epochs": s.steps * s.batch_size * config.block_size / len(dataset.train),
@@ -256,7 +257,7 @@ def report(runs: dict, costs, s: AblationSettings, log) -> None:
         word = r["kind"] == "word"
         log(
             f"{label:>32} {r['vocab_size']:>6} {r['params']:>9,} {r['tokens_per_char']:>8.4f} "
-            f"{r['context_chars']:>8.1f} {r['train_loss']:>6.3f} {r['val_loss_10_batches']:>6.3f} "
+            f"{r['context_chars']:>8.1f} {r['train_loss']:>6.3f} {r['val_loss_estimate']:>6.3f} "
             f"{r['val_loss']:>7.4f} {r['bits_per_char']:>6.3f} "
             + (
                 f"{100 * r['unk_share']:>5.2f}% {r['fair_bits_per_char']:>11.3f}"
