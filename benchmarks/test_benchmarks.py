@@ -10,6 +10,7 @@
 #   pytest benchmarks --benchmark-json out/bench.json && python -m benchmarks.report out/bench.json
 import functools
 import importlib
+import os
 import time
 
 import numpy as np
@@ -21,6 +22,10 @@ from shared.params import init_state_dict
 
 TIERS = {"numpy": "impl_numpy", "c": "impl_c", "tinygrad": "impl_tinygrad"}
 REFERENCES = ["pytorch", "ceiling"]
+# PyTorch's device: the CPU, or the GPU that benchmarks/gpu.py times tinygrad on (it sets this for the
+# pytest run it starts, as tinygrad's DEV picks tinygrad's). On a GPU only the operations that end in
+# loss.item() (forward+backward, train step) wait for the GPU to finish, so gpu.py times only those.
+TORCH_DEVICE = os.environ.get("GPT_BENCH_TORCH_DEVICE", "cpu")
 LR = 1e-3
 
 # case -> (config preset, B, T); gpt2 is opt-in (-m slow)
@@ -93,9 +98,12 @@ def torch_ops(case: str) -> dict:
     config, n = d["config"], d["new_tokens"]
     model = ref.TorchGPT(config)
     model.load_canonical(init_state_dict(config, seed=0))
+    model.to(TORCH_DEVICE)
     opt = ref.make_optimizer(model, LR, AdamWConfig())
-    idx, targets, x, prompt = (torch.from_numpy(d[k]) for k in ("idx", "targets", "x", "prompt"))
-    a, w, b = (torch.from_numpy(t) for t in d["mm"])
+    idx, targets, x, prompt = (
+        torch.from_numpy(d[k]).to(TORCH_DEVICE) for k in ("idx", "targets", "x", "prompt")
+    )
+    a, w, b = (torch.from_numpy(t).to(TORCH_DEVICE) for t in d["mm"])
 
     def no_grad(f):
         def run():

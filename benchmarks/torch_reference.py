@@ -52,7 +52,7 @@ class TorchGPT(nn.Module):
     def forward(self, idx, targets=None, cache=None):
         T = idx.shape[1]
         pos0 = 0 if cache is None or "k" not in cache[0] else cache[0]["k"].shape[2]
-        x = self.wte(idx) + self.wpe(torch.arange(pos0, pos0 + T))
+        x = self.wte(idx) + self.wpe(torch.arange(pos0, pos0 + T, device=idx.device))
         for i, block in enumerate(self.h):
             x = block(x, None if cache is None else cache[i])
         logits = self.ln_f(x) @ self.wte.weight.T
