@@ -239,6 +239,10 @@ def cmd_train(args):
     """Trains with each tier named by --impl in turn; with several, draws their loss curves together.
     Everything a run will need is checked first: the numbers as they are parsed, a --resume against the
     checkpoint's own settings, the output folder writable."""
+    if getattr(args, "devices", None) is not None and args.impl != ["tinygrad"]:
+        raise GPTError(
+            "--devices trains data-parallel in the tinygrad tier only: use it with --impl tinygrad"
+        )
     if args.resume:
         if len(args.impl) > 1:
             raise GPTError("--resume continues one run: name one --impl")
@@ -400,10 +404,12 @@ def train_one(args, impl: str, plan: dict, interrupt=None) -> dict:
     tier = tier_module(impl)
     dtype = np.dtype(args.dtype)
     out = plan["out"]
+    devices = getattr(args, "devices", None)
+    on = {} if devices is None else {"devices": devices}  # the tinygrad tier's data parallelism
     if args.resume:
         s = plan["settings"]
         dataset, source = load_dataset(args, plan["tokenizer"])
-        model = tier.load(args.resume, dtype=dtype)
+        model = tier.load(args.resume, dtype=dtype, **on)
         print(f"resumed {args.resume} at step {model.step} of {s.steps}")
     else:
         steps = 2000 if args.steps is None else args.steps
@@ -420,7 +426,8 @@ def train_one(args, impl: str, plan: dict, interrupt=None) -> dict:
         )
         dataset, source = load_dataset(args)
         config = get_config(args.config, vocab_size=dataset.tokenizer.vocab_size)
-        model = tier.from_state_dict(config, init_state_dict(config, args.seed), dtype=dtype, adamw=s.adamw)
+        state = init_state_dict(config, args.seed)
+        model = tier.from_state_dict(config, state, dtype=dtype, adamw=s.adamw, **on)
     config = model.config
     kind = dataset.tokenizer.kind
     print(
@@ -455,6 +462,8 @@ def train_one(args, impl: str, plan: dict, interrupt=None) -> dict:
     )
     if args.sample_tokens:
         print("\n--- sample ---")
+        if on:  # the tinygrad tier decodes on one device: the trained weights copied to one
+            model = tier.from_state_dict(config, model.state_dict(), dtype=dtype, adamw=s.adamw)
         print(sample_text(model, dataset.tokenizer, None, args.sample_tokens, 0.8, None, s.seed))
     return {"history": history, "val": val, "bits_per_char": bpc, "wall": wall}
 
@@ -622,6 +631,11 @@ def build_parser():
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
     t.add_argument("-v", "--verbose", action="store_true", help="print more detail")
     t.add_argument("--curves", action="store_true", help="draw the loss curves for a single tier too")
+    t.add_argument(
+        "--devices",
+        type=at_least(1),
+        help="tinygrad only: split each batch across N instances of its default device (CPU:0 .. CPU:N-1)",
+    )
     t.add_argument(
         "--config",
         choices=list(PRESETS),

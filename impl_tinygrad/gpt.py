@@ -1,5 +1,5 @@
 # The tinygrad tier's model object: holds the weights and the AdamW state as tinygrad Tensors on
-# tinygrad's default device, and offers the spec's tier interface (shared/tier.py) over the functions
+# tinygrad's default device (or on several, data-parallel: see device_names()), and offers the spec's tier interface (shared/tier.py) over the functions
 # in model.py and optim.py.
 #
 # Compiling is what costs in tinygrad (seconds for every graph of a new shape), so every graph that is
@@ -11,11 +11,13 @@
 # activations, prefill, decode step) and two for the optimizer (the gradient norm, checked on the host,
 # then the update), and, when the benchmarks ask for one block's attention or the whole block on its
 # own, one graph per batch size and layer for each.
+import functools
 import os
 import shutil
 
 import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
+from tinygrad.device import MultiBuffer
 
 from impl_tinygrad.model import attention, block, cross_entropy, gpt, new_cache
 from impl_tinygrad.optim import adamw_scalars, adamw_step, clip_grad_norm, grad_norm
@@ -77,6 +79,32 @@ def default_device() -> str:
     return device
 
 
+def device_names(spec=None) -> tuple[str, ...]:
+    # the devices a model runs on: None, tinygrad's default device alone; an int N, the first N
+    # instances of its kind ("CPU:0", "CPU:1", ...: tinygrad opens as many CPU devices as it is asked
+    # for); or the names themselves, as tinygrad spells them ("CUDA:0", "CUDA:1"). Data-parallel over
+    # more than one: the weights and the AdamW state are copied to every device, each batch is split
+    # by rows, and tinygrad sums the gradients across the devices (SPEC.md "Data parallel").
+    if spec is None:
+        return (default_device(),)
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if spec < 1:
+            raise InputError(f"devices must be at least 1, not {spec}")
+        kind = default_device().split(":")[0]
+        spec = tuple(f"{kind}:{i}" for i in range(spec))
+    if isinstance(spec, str) or not all(isinstance(d, str) for d in spec) or len(spec) == 0:
+        raise InputError(f"devices must be None, a count or a tuple of device names, not {spec!r}")
+    names = tuple(Device.canonicalize(d) for d in spec)  # tinygrad's spelling: "CPU:0" is "CPU"
+    if len(set(names)) != len(names):
+        raise InputError(f"devices names one device twice: {spec!r}")
+    for name in names:
+        try:
+            Device[name]
+        except Exception as e:
+            raise InputError(f"tinygrad has no device {name!r}: {e}") from e
+    return names
+
+
 # Each parameter's slot in the flat buffers starts at a multiple of ALIGN floats (64 bytes): tinygrad's
 # CPU kernels read a parameter's view with vector loads that assume an aligned address, and crash where
 # it is not (a float4 load at an offset of 98 floats, with n_embd 14 and vocab_size 7). The gaps hold
@@ -109,15 +137,24 @@ def compiled(fn):
     return run
 
 
+def _buffers(t: Tensor) -> list:
+    # the buffers behind a realized Tensor: one per device
+    b = t.uop.buffer
+    return list(b.bufs) if isinstance(b, MultiBuffer) else [b]
+
+
 class GPT:
-    def __init__(self, config: GPTConfig, state: dict, dtype=np.float32, adamw: AdamWConfig | None = None):
+    def __init__(
+        self, config: GPTConfig, state: dict, dtype=np.float32, adamw: AdamWConfig | None = None, devices=None
+    ):
         check_state_dict(config, state)
         if np.dtype(dtype) != np.float32:
             raise InputError(f"the tinygrad tier computes in float32, not {np.dtype(dtype)}")
         self.config = config
         self.dtype = np.dtype(np.float32)
         self.adamw = adamw or AdamWConfig()
-        self.device = default_device()
+        self.devices = device_names(devices)
+        self.device = self.devices[0]  # where the host's arrays land before they are copied or split
         # The parameters, their gradients and the AdamW moments are each one flat buffer in canonical
         # order (as in the C tier, with aligned slots), so the optimizer is a handful of kernels. The
         # model reads the parameters, and writes the gradients, through one buffer view per canonical
@@ -132,7 +169,7 @@ class GPT:
         decayed = np.zeros(self._size, dtype=bool)
         for name, (offset, shape) in self._slots.items():
             decayed[offset : offset + int(np.prod(shape))] = is_decayed(name, shape)
-        self._decayed = Tensor(decayed, device=self.device).realize()
+        self._decayed = self._replicated(Tensor(decayed, device=self.device)).realize()
         self.step = 0
         self._adamw = compiled(self._adamw_fn)
         self._norm = compiled(self._norm_fn)
@@ -161,28 +198,47 @@ class GPT:
             for name, (offset, shape) in self._slots.items()
         }
         Tensor.realize(*out.values())
-        if not all(t.uop.buffer.base is flat.uop.buffer for t in out.values()):
+        if not all(
+            all(v.base is f for v, f in zip(_buffers(t), _buffers(flat), strict=True)) for t in out.values()
+        ):
             raise RuntimeError("tinygrad copied a parameter view instead of sharing the flat buffer")
         return out
 
+    def _replicated(self, t: Tensor) -> Tensor:
+        # t whole on every device (on one device: as it is)
+        return t if len(self.devices) == 1 else t.shard(self.devices)
+
+    def _rows(self, B: int) -> int:
+        # the batch's rows padded to a multiple of the device count: tinygrad splits a batch only
+        # into equal shards. The padded rows are token 0 with every target -1, so, like the padded
+        # positions, they change no loss and no gradient; their logits are cut off.
+        return -(-B // len(self.devices)) * len(self.devices)
+
+    def _batch(self, a: np.ndarray) -> Tensor:
+        # a (B', ...) host array, split by rows across the devices
+        t = Tensor(a, device=self.device)
+        return t if len(self.devices) == 1 else t.shard(self.devices, axis=0)
+
     def _put(self, a: np.ndarray) -> Tensor:
         # a copy: a Tensor made from a numpy array reads that array's memory until it is realized
-        return Tensor(np.array(a, dtype=np.float32), device=self.device).contiguous()
+        return self._replicated(Tensor(np.array(a, dtype=np.float32), device=self.device)).contiguous()
 
     def _zeros(self) -> Tensor:
-        return Tensor.zeros(self._size, dtype=dtypes.float32, device=self.device).contiguous()
+        return self._replicated(
+            Tensor.zeros(self._size, dtype=dtypes.float32, device=self.device)
+        ).contiguous()
 
     def _ints(self, a, fill=0) -> Tensor:
-        # token ids (fill 0) or targets (fill -1) as int32, padded to block_size positions
-        out = np.full((a.shape[0], self.config.block_size), fill, dtype=np.int32)
-        out[:, : a.shape[1]] = a
-        return Tensor(out, device=self.device)
+        # token ids (fill 0) or targets (fill -1) as int32, padded to block_size positions and _rows
+        out = np.full((self._rows(a.shape[0]), self.config.block_size), fill, dtype=np.int32)
+        out[: a.shape[0], : a.shape[1]] = a
+        return self._batch(out)
 
     def _floats(self, x) -> Tensor:
-        # a block's input (B, T, C) as float32, padded with zeros to block_size positions
-        out = np.zeros((x.shape[0], self.config.block_size, x.shape[2]), dtype=np.float32)
-        out[:, : x.shape[1]] = x
-        return Tensor(out, device=self.device)
+        # a block's input (B, T, C) as float32, padded with zeros to block_size positions and _rows
+        out = np.zeros((self._rows(x.shape[0]), self.config.block_size, x.shape[2]), dtype=np.float32)
+        out[: x.shape[0], : x.shape[1]] = x
+        return self._batch(out)
 
     def _compiled(self, fn, *shape):
         # one compiled graph per function and shape: the batch size (and, for a block's piece, the
@@ -246,7 +302,7 @@ class GPT:
         # without targets any valid ones will do: the loss is dropped
         counted = np.zeros_like(idx) if targets is None else targets
         logits, loss = run(self._ints(idx), self._ints(counted, fill=-1))
-        return logits.numpy()[:, :T].copy(), (None if targets is None else float(loss.item()))
+        return logits.numpy()[:B, :T].copy(), (None if targets is None else float(loss.item()))
 
     def backward(self, idx, targets):
         idx = check_idx(idx, self.config)
@@ -278,7 +334,7 @@ class GPT:
         norm = float(self._norm(self._g).item())
         check_diverged(self.step, loss, norm)
         self.step += 1
-        self._adamw(adamw_scalars(self.step, lr, norm, self.adamw, self.device))
+        self._adamw(self._replicated(adamw_scalars(self.step, lr, norm, self.adamw, self.device)))
 
     def state_dict(self):
         return self._split(self._p)
@@ -301,9 +357,9 @@ class GPT:
         acts = {}
         gpt(self.params, self._ints(idx), self.config, acts=acts)
         Tensor.realize(*acts.values())
-        T = idx.shape[1]  # the padding cut off: att is (B, NH, T, T), the others (B, T, ...)
+        B, T = idx.shape  # the padding cut off: att is (B, NH, T, T), the others (B, T, ...)
         return {
-            n: (t.numpy()[:, :, :T, :T] if n.endswith(".att") else t.numpy()[:, :T]).copy()
+            n: (t.numpy()[:B, :, :T, :T] if n.endswith(".att") else t.numpy()[:B, :T]).copy()
             for n, t in acts.items()
         }
 
@@ -311,16 +367,21 @@ class GPT:
     def attention_forward(self, x, layer=0):
         B, T, _ = check_piece(x, layer, self.config).shape
         run = self._compiled(self._attention_fn, B, int(layer))
-        return run(self._floats(x), int(layer)).numpy()[:, :T].copy()
+        return run(self._floats(x), int(layer)).numpy()[:B, :T].copy()
 
     def block_forward(self, x, layer=0):
         B, T, _ = check_piece(x, layer, self.config).shape
         run = self._compiled(self._block_fn, B, int(layer))
-        return run(self._floats(x), int(layer)).numpy()[:, :T].copy()
+        return run(self._floats(x), int(layer)).numpy()[:B, :T].copy()
 
     # ---- the KV cache ----
     def _prefill(self, window) -> np.ndarray:
         # empties the cache and runs the window through it; returns the logits of the window's positions
+        if len(self.devices) > 1:
+            # the decode step's one input (tokens, then their position) cannot be split by rows
+            raise InputError(
+                f"decoding runs on one device, not {len(self.devices)}: load the model without devices"
+            )
         B, T = window.shape
         if B not in self._caches:
             self._caches[B] = new_cache(self.config, B, self.device)
@@ -361,9 +422,9 @@ class GPT:
         )
 
 
-def from_state_dict(config, state, dtype=np.float32, adamw=None) -> GPT:
-    return GPT(config, state, dtype, adamw)
+def from_state_dict(config, state, dtype=np.float32, adamw=None, devices=None) -> GPT:
+    return GPT(config, state, dtype, adamw, devices)
 
 
-def load(path, dtype=np.float32, adamw=None) -> GPT:
-    return load_model(GPT, path, dtype, adamw)
+def load(path, dtype=np.float32, adamw=None, devices=None) -> GPT:
+    return load_model(functools.partial(GPT, devices=devices), path, dtype, adamw)

@@ -1,6 +1,6 @@
 # The tinygrad tier's own checks, beside the conformance suite (which checks its numbers): without
 # clang, tinygrad's CPU backend cannot compile a kernel, and the tier says how to install it; parameter
-# slots aligned for tinygrad's vector loads.
+# slots aligned for tinygrad's vector loads; data-parallel training on several devices equal to one.
 import os
 import subprocess
 import sys
@@ -13,10 +13,11 @@ from tinygrad import Device
 import impl_numpy
 import impl_tinygrad
 from conformance.compare import random_state_dict
-from impl_tinygrad.gpt import ALIGN, slots
+from impl_tinygrad.gpt import ALIGN, _buffers, slots
 from shared.config import GPTConfig, get_config
-from shared.params import init_state_dict
-from shared.tolerances import FLOAT32, rel_l2
+from shared.errors import InputError
+from shared.params import init_state_dict, param_shapes
+from shared.tolerances import FLOAT32, flat_gradient, rel_l2
 
 
 def test_missing_clang_is_a_clear_error(monkeypatch):
@@ -69,3 +70,70 @@ def test_a_forked_child_compiles_new_kernels(tmp_path):
         [sys.executable, str(script)], check=False, env=env, timeout=120, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _train_and_measure(model, batches, lr):
+    # the loss of each AdamW step and, after the steps, the loss and gradients of the last batch
+    losses = [model.train_step(idx, targets, lr) for idx, targets in batches[:-1]]
+    loss, grads = model.grads(*batches[-1])
+    return [*losses, loss], grads
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_data_parallel_training_matches_one_device(n):
+    # N CPU devices against one, from the same weights on the same batches: batches of 6 rows (split
+    # evenly by 2 and 3) and of 5 (by neither: padded with rows whose targets are all ignored). Only
+    # the order of the sums over the batch differs (tinygrad sums each device's part, then the parts),
+    # so the two agree within the spec's float32 bounds of the truth (SPEC.md "Data parallel").
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50)
+    state = random_state_dict(config, seed=0)
+    rng = np.random.default_rng(1)
+    batches = [
+        tuple(rng.integers(0, config.vocab_size, size=(B, 12)) for _ in range(2)) for B in (6, 5, 6, 5)
+    ]
+    lr = 1e-2
+    one = impl_tinygrad.from_state_dict(config, state)
+    many = impl_tinygrad.from_state_dict(config, state, devices=n)
+    assert len(many.devices) == n
+    flat = {name: np.zeros(shape, dtype=bool) for name, shape in param_shapes(config).items()}
+    for idx, targets in batches[:-1]:  # where a step's gradient is flat, Adam steps on rounding noise
+        for name, g in one.grads(idx, targets)[1].items():
+            flat[name] |= flat_gradient(name, g, config)
+    losses_1, grads_1 = _train_and_measure(one, batches, lr)
+    losses_n, grads_n = _train_and_measure(many, batches, lr)
+
+    loss_diff = max(abs(a - b) / abs(b) for a, b in zip(losses_n, losses_1))
+    grad_diff = max(rel_l2(grads_n[name], grads_1[name]) for name in grads_1)
+    params_1, params_n = one.state_dict(), many.state_dict()
+    param_diff = max(np.abs(params_n[k] - params_1[k])[~flat[k]].max(initial=0) for k in params_1) / lr
+    flat_diff = max(np.abs(params_n[k] - params_1[k])[flat[k]].max(initial=0) for k in params_1) / lr
+    moments_1, moments_n = one.optimizer_state(), many.optimizer_state()
+    moment_diff = max(
+        rel_l2(getattr(moments_n, m)[k], getattr(moments_1, m)[k]) for m in ("m", "v") for k in params_1
+    )
+    logits_diff = rel_l2(many.forward(batches[-1][0])[0], one.forward(batches[-1][0])[0])
+    measured = (
+        f"{n} devices against 1: loss {loss_diff:.1e}, grads {grad_diff:.1e}, params {param_diff:.1e} lr "
+    )
+    measured += f"(flat {flat_diff:.1e} lr), moments {moment_diff:.1e}, logits {logits_diff:.1e}"
+    print(measured)
+    assert loss_diff < FLOAT32["loss"], measured
+    assert grad_diff < FLOAT32["grads"], measured
+    assert param_diff < FLOAT32["train_params_lr"], measured
+    assert flat_diff < FLOAT32["train_flat_lr"], measured
+    assert moment_diff < FLOAT32["adamw_moments"], measured
+    assert logits_diff < FLOAT32["logits"], measured
+    # every device holds the same weights after the steps: the update ran on the summed gradients
+    replicas = [b.numpy().view(np.float32) for b in _buffers(many._p)]
+    assert len(replicas) == n and all(np.array_equal(r, replicas[0]) for r in replicas)
+
+
+def test_devices_that_cannot_be_used_are_one_line_errors():
+    config = get_config("tiny")
+    state = init_state_dict(config)
+    for devices, message in [(0, "at least 1"), (("CPU:1", "CPU:1"), "twice"), ("CPU", "device names")]:
+        with pytest.raises(InputError, match=message):
+            impl_tinygrad.from_state_dict(config, state, devices=devices)
+    model = impl_tinygrad.from_state_dict(config, state, devices=("CPU:0", "CPU:1"))
+    with pytest.raises(InputError, match="decoding runs on one device, not 2"):
+        model.generate(np.zeros((2, 1), dtype=np.int64), 1)
