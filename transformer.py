@@ -241,7 +241,8 @@ def cmd_train(args):
     checkpoint's own settings, the output folder writable."""
     if getattr(args, "devices", None) is not None and args.impl != ["tinygrad"]:
         raise GPTError(
-            "--devices trains data-parallel in the tinygrad tier only: use it with --impl tinygrad"
+            f"--devices {args.devices}: data-parallel training is the tinygrad tier's only; "
+            f"use it with --impl tinygrad, not --impl {' '.join(args.impl)}"
         )
     if args.resume:
         if len(args.impl) > 1:
@@ -434,6 +435,8 @@ def train_one(args, impl: str, plan: dict, interrupt=None) -> dict:
         f"data: {source} ({len(dataset.train):,} train / {len(dataset.val):,} val tokens, {kind} tokenizer)"
     )
     print(f"model: {impl} tier, {dtype}, {config}, {num_params(config):,} parameters")
+    if on:
+        print(f"data parallel: each batch split over {', '.join(model.devices)}")
     if args.verbose:
         print(f"settings: {s}")
     start = time.perf_counter()

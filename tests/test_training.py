@@ -78,6 +78,40 @@ def test_command_line_train_sample_eval(tmp_path, capsys, monkeypatch, corpus_pa
     assert "val loss" in capsys.readouterr().out
 
 
+def test_command_line_trains_tinygrad_on_two_devices_like_one(tmp_path, capsys, monkeypatch, corpus_path):
+    # `train --devices 2`: the batch split over CPU:0 and CPU:1 (SPEC.md "Data parallel"); the losses
+    # are one device's to float32 rounding, and the sample after training decodes on one device
+    monkeypatch.setenv(ENV_VAR, str(corpus_path))
+    args = [
+        "--impl",
+        "tinygrad",
+        "--config",
+        "tiny",
+        "--batch-size",
+        "3",
+        "--steps",
+        "2",
+        "--eval-interval",
+        "2",
+    ]
+    args += ["--eval-iters", "1", "--final-eval-iters", "1", "--sample-tokens", "5", "--curves"]
+    vals = []
+    for devices, out in ((["--devices", "2"], tmp_path / "two"), ([], tmp_path / "one")):
+        assert transformer.main([*args, *devices, "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert "--- sample ---" in printed
+        assert ("data parallel: each batch split over CPU, CPU:1" in printed) == bool(devices)
+        vals.append(json.loads((out / "tiny-curves.json").read_text())["tinygrad"]["history"]["val"])
+    np.testing.assert_allclose(vals[0], vals[1], rtol=2e-6)
+    assert transformer.main(["--impl", "c", "--devices", "2", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "error: --devices 2: data-parallel training is the tinygrad tier's only; use it with --impl tinygrad, not --impl c\n"
+    )
+    assert not (tmp_path / "c").exists()
+
+
 def test_command_line_trains_several_tiers_and_draws_their_curves(tmp_path, capsys, monkeypatch, corpus_path):
     monkeypatch.setenv(ENV_VAR, str(corpus_path))  # the copy the tests found, for the command line's loader
     args = ["--impl", "numpy", "c", "--config", "tiny", "--batch-size", "2", "--steps", "4"]
