@@ -1,6 +1,6 @@
 # The tinygrad tier's model object: holds the weights and the AdamW state as tinygrad Tensors on
-# tinygrad's default device (or on several, data-parallel: see device_names()), and offers the spec's tier interface (shared/tier.py) over the functions
-# in model.py and optim.py.
+# tinygrad's default device (or on several, data-parallel: see device_names()), and offers the spec's
+# tier interface (shared/tier.py) over the functions in model.py and optim.py.
 #
 # Compiling is what costs in tinygrad (seconds for every graph of a new shape), so every graph that is
 # run more than once is captured with TinyJit and replayed, and shapes are kept few: every graph runs
