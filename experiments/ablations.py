@@ -114,7 +114,7 @@ def run_variants(tier, dataset, variants: dict, s: AblationSettings, log=print, 
     return runs
 
 
-def _plot_losses(ax, runs: dict, styles: dict, title: str) -> None:
+def plot_losses(ax, runs: dict, styles: dict, title: str) -> None:
     for label, run in runs.items():
         h = run["history"]
         ax.plot(h["step"], h["val"], label=label, **styles[label])
@@ -131,11 +131,11 @@ BLUE, VERMILION = "#0072B2", "#D55E00"
 
 def _finish(fig, what: str, path: Path) -> None:
     fig.suptitle(f"training with and without {what} (shakespeare preset, same init and batches)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> None:
-    plt = _pyplot()
+def save_figure(fig, path: Path) -> None:
+    plt = pyplot()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -168,10 +168,10 @@ def scale_variants(vocab_size: int, head_counts=(4, 1)) -> dict:
 
 def plot_scale_training(runs: dict, path: Path) -> None:
     """runs: label -> {"history": ...}, as trained or as read back from the JSON."""
-    plt = _pyplot()
+    plt = pyplot()
     styles = _styles(runs)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    _plot_losses(axes[0], runs, styles, "validation loss")
+    plot_losses(axes[0], runs, styles, "validation loss")
     for label, run in runs.items():
         axes[1].plot(run["history"]["step"], run["history"]["entropy"], label=label, **styles[label])
     axes[1].set_xlabel("step")
@@ -216,11 +216,11 @@ def block_norms(norms: list[dict]) -> list[float]:
 
 
 def plot_residual(runs: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     styles = _styles(runs)
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     axes = axes.ravel()
-    _plot_losses(axes[0], runs, styles, "validation loss")
+    plot_losses(axes[0], runs, styles, "validation loss")
     for label, run in runs.items():
         dep = run["input_dependence"]
         axes[3].semilogy(range(len(dep)), dep, marker="o", label=label, **styles[label])
@@ -273,10 +273,10 @@ def order_sensitivity(model, data: np.ndarray, windows: int = 200, seed: int = 7
 
 
 def plot_positions(runs: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     styles = _styles(runs)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [1, 1.15]})
-    _plot_losses(axes[0], runs, styles, "validation loss")
+    plot_losses(axes[0], runs, styles, "validation loss")
     labels = list(runs)
     floor = 1e-16  # a KL of exactly 0 still gets a bar
     kls = [max(runs[k]["order"]["mean_kl"], floor) for k in labels]
@@ -330,10 +330,10 @@ def run(name: str, tier, dataset, out: Path, s=AblationSettings(), log=print, pr
         measure(runs, dataset, log)
     path = out / f"questions-{name}.png"
     plot(runs, path)
-    return _summary(runs, path, out / f"questions-{name}.json")
+    return summarize(runs, path, out / f"questions-{name}.json")
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,7 +352,7 @@ def _styles(runs: dict) -> dict:
     }
 
 
-def _summary(runs: dict, figure: Path, json_path: Path) -> dict:
+def summarize(runs: dict, figure: Path, json_path: Path) -> dict:
     rows = {
         label: {
             "config": run["config"].to_dict(),

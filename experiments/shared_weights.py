@@ -18,12 +18,12 @@ import numpy as np
 from experiments.ablations import (
     BLUE,
     VERMILION,
-    _plot_losses,
-    _pyplot,
-    _save,
-    _summary,
+    plot_losses,
+    pyplot,
     run_variants,
+    save_figure,
     settings_from_args,
+    summarize,
 )
 from impl_numpy.optim import clip_grad_norm, grad_norm
 from shared.config import GPTConfig, get_config
@@ -266,7 +266,7 @@ def check_tied(run: dict) -> float:
 
 
 def plot_shared_weights(runs: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     colors = [BLUE, VERMILION, SKY, GREEN]
     styles = {
         label: {"color": colors[i % 4], "ls": "--" if run["shared"] else "-"}
@@ -278,7 +278,7 @@ def plot_shared_weights(runs: dict, path: Path) -> None:
     L = len(m["updates"]["raw"])
     fig = plt.figure(figsize=(13, 10))
     grid = fig.add_gridspec(3, 4)
-    _plot_losses(
+    plot_losses(
         fig.add_subplot(grid[0, :2]), labelled, styles, "validation loss (separate solid, shared dashed)"
     )
     _plot_difference(fig.add_subplot(grid[0, 2:]), labelled, styles)
@@ -294,7 +294,7 @@ def plot_shared_weights(runs: dict, path: Path) -> None:
         f"one set of block weights for all {L} layers against separate ones (shakespeare preset, same batches)"
         f"\nrows 2 and 3: the separate {L}-layer model's blocks after training; the matrices: cosine similarity"
     )
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_rearranged(ax, losses: dict) -> None:
@@ -368,7 +368,7 @@ def run_question(args, tier_module, out: Path, log=print, progress=True) -> dict
     log_table(runs, log)
     path = out / "questions-shared-weights.png"
     plot_shared_weights(runs, path)
-    return _summary(runs, path, out / "questions-shared-weights.json")
+    return summarize(runs, path, out / "questions-shared-weights.json")
 
 
 def log_table(runs: dict, log=print) -> None:

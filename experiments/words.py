@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.ablations import AblationSettings, _pyplot, _save, settings_from_args, train_variant
+from experiments.ablations import AblationSettings, pyplot, save_figure, settings_from_args, train_variant
 from shared.config import get_config
 from shared.data import CharDataset, batch_rng, get_batch, shakespeare_path
 from shared.params import num_params
@@ -144,7 +144,7 @@ COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7")
 
 
 def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     for (label, run), color in zip(runs.items(), COLORS):
         c = run["curves"]
@@ -178,7 +178,7 @@ def plot_words(runs: dict, s: AblationSettings, path: Path) -> None:
         f"The shakespeare preset on Tiny Shakespeare by character, BPE and word, {s.steps} steps each "
         f"(same init seed, batches of {batch}, lr schedule)"
     )
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # ---- the question ----
