@@ -190,6 +190,7 @@ def test_command_line_resume_after_a_crash_matches_the_uninterrupted_run(
         (["--lr", "0"], "--lr"),
         (["--lr", "nan"], "--lr"),
         (["--sample-tokens", "-1"], "--sample-tokens"),
+        (["--impl", "tinygrad", "--devices", "0"], "--devices"),
         (["--steps", "ten"], "--steps"),
         (["sample", "--ckpt", "x", "--temperature", "-1"], "--temperature"),
         (["sample", "--ckpt", "x", "--temperature", "inf"], "--temperature"),
