@@ -6,6 +6,10 @@
 # (impl_tinygrad.gpt.default_device, which raises NO_CLANG), and skips the tests that need the tier with
 # that one reason, which the short test summary (-ra) shows as one line.
 #
+# The same for the tier's bfloat16 mixed precision, which its CPU backend compiles only with clang 15 or
+# later (impl_tinygrad.gpt.check_compute_dtype): the tests that need it (parametrized with
+# "tinygrad-bfloat16" or "bfloat16", or marked bfloat16) skip with that one reason.
+#
 # GPT_TIERS_REQUIRE_ALL=1 (CI sets it, .ci/run): a tier that cannot run is a failure, not a skip. The
 # session stops before any test runs, with that one line and exit status 1.
 import os
@@ -17,8 +21,10 @@ from shared.errors import DataError
 
 REQUIRE_ALL = "GPT_TIERS_REQUIRE_ALL"
 
-# how a test names the tinygrad tier: conformance/tiers.py and transformer.py's TIERS key, or the module
-TINYGRAD = {"tinygrad", "impl_tinygrad"}
+# how a test names the tinygrad tier: conformance/tiers.py and transformer.py's TIERS key, or the module;
+# and its bfloat16 mixed precision (conformance/tiers.py MIXED, or the precision's name)
+TINYGRAD = {"tinygrad", "impl_tinygrad", "tinygrad-float16", "tinygrad-bfloat16"}
+BFLOAT16 = {"tinygrad-bfloat16", "bfloat16"}
 
 # set in pytest_collection_modifyitems on the items that need the tier, where it cannot run: why not
 CANNOT_RUN = pytest.StashKey[str]()
@@ -36,23 +42,47 @@ def tinygrad_unavailable() -> str | None:
     return None
 
 
-def needs_tinygrad(item) -> bool:
-    # a test in the tier's own file, or one parametrized with the tier: by its name, by its module's name
-    # (alone or in a (module, dtype) pair), or by the module itself
-    if item.path.name == "test_tinygrad_tier.py":
-        return True
+def bfloat16_unavailable() -> str | None:
+    """Why the tinygrad tier cannot compute in bfloat16 here (clang 14 or older), or None."""
+    from impl_tinygrad.gpt import check_compute_dtype, device_names
+    from shared.errors import InputError
+
+    try:
+        check_compute_dtype(device_names(), "bfloat16")
+    except InputError as e:
+        return str(e)
+    return None
+
+
+def _named(item, names) -> bool:
+    # parametrized with one of names: by the name itself, by a module's name (alone or in a (module,
+    # dtype) pair), or by the module itself
     params = item.callspec.params.values() if hasattr(item, "callspec") else ()
     for value in params:
         for v in value if isinstance(value, tuple | list) else (value,):
-            if (v if isinstance(v, str) else getattr(v, "__name__", None)) in TINYGRAD:
+            if (v if isinstance(v, str) else getattr(v, "__name__", None)) in names:
                 return True
     return False
+
+
+def needs_tinygrad(item) -> bool:
+    # a test in the tier's own files, or one parametrized with the tier
+    if item.path.name in ("test_tinygrad_tier.py", "test_mixed_precision.py"):
+        return True
+    return _named(item, TINYGRAD)
+
+
+def needs_bfloat16(item) -> bool:
+    return item.get_closest_marker("bfloat16") is not None or _named(item, BFLOAT16)
 
 
 @pytest.hookimpl(trylast=True)  # on what is left after -k, -m and conformance/conftest.py's deselection
 def pytest_collection_modifyitems(config, items):
     needing = [item for item in items if needs_tinygrad(item)]
     why = tinygrad_unavailable() if needing else None
+    if why is None:  # the tier runs: does its bfloat16?
+        needing = [item for item in needing if needs_bfloat16(item)]
+        why = bfloat16_unavailable() if needing else None
     if why is None:
         return
     if os.environ.get(REQUIRE_ALL, "") not in ("", "0"):

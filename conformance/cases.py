@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from conformance.compare import compare_dicts, max_abs, random_state_dict
-from conformance.tiers import TIERS, load
+from conformance.tiers import bounds, load
 from shared.checkpoint import save_checkpoint
 from shared.config import ABLATIONS, GPTConfig, get_config
 from shared.schedule import AdamWConfig
-from shared.tolerances import bounds_for, flat_gradient, rel_l2
+from shared.tolerances import flat_gradient, rel_l2
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def measure_optimizer(tier: str, variant: str, path: str):
     """Rows (tensor, error, bound) of one tier on one optimizer case (ADAMW_CASES); `path` holds the
     weights of the variant's case."""
     model = load(tier, path, adamw=ADAMW_CASES[variant].adamw)
-    return adamw_rows(model, variant, bounds_for(TIERS[tier][1]))
+    return adamw_rows(model, variant, bounds(tier))
 
 
 def measure(quantity: str, tier: str, case: str, path: str):
@@ -216,7 +216,7 @@ def measure(quantity: str, tier: str, case: str, path: str):
 
     ref = truth(case)
     idx, targets = ref["idx"], ref["targets"]
-    b = bounds_for(TIERS[tier][1], CASES[case].regime)
+    b = bounds(tier, CASES[case].regime)
     if quantity == "logits":
         return forward_rows(load(tier, path), idx, targets, ref, b)
     if quantity == "grads":

@@ -321,8 +321,8 @@ def _bugs() -> dict[str, Bug]:
         "tinygrad-head-untied": Bug(
             "tinygrad",
             tg_model,
-            'logits = x @ params["wte.weight"].transpose(1, 0)',
-            'logits = x @ params["wte.weight"].detach().transpose(1, 0)',
+            'logits = matmul(x, params["wte.weight"].transpose(1, 0), compute)',
+            'logits = matmul(x, params["wte.weight"].detach().transpose(1, 0), compute)',
             "tied head untied: the head's gradient never reaches wte",
         ),
         "tinygrad-cache-position": Bug(

@@ -5,10 +5,12 @@ finite-difference gradient check.
     python -m conformance.summary                 # the table, as markdown
     python -m conformance.summary --spec          # ... and written into shared/SPEC.md ("Tolerances")
     python -m conformance.summary --tiers numpy c # some tiers only (--spec needs them all)
+    python -m conformance.summary --mixed [--spec] # the tinygrad tier in mixed precision, its own table
 
 SPEC.md's table of measured errors is this command's output (between the markers SPEC_BEGIN and
 SPEC_END), so that it cannot drift from what the tiers do: conformance/test_summary.py measures again
-and fails when a figure there is off by more than a factor of 2.
+and fails when a figure there is off by more than a factor of 2. The same holds for the mixed-precision
+table ("Mixed precision", between MIXED_BEGIN and MIXED_END) and conformance/test_mixed_precision.py.
 """
 
 import argparse
@@ -21,13 +23,15 @@ import numpy as np
 import impl_numpy
 from conformance.cases import ADAMW_CASES, CASES, QUANTITIES, measure, measure_optimizer, write_checkpoint
 from conformance.gradcheck import finite_difference_check
-from conformance.tiers import TIERS
+from conformance.tiers import MIXED, TIERS, bounds
 from shared.config import get_config
 from shared.tolerances import FLOAT32, REGIMES, bounds_for
 
 SPEC = Path(__file__).resolve().parent.parent / "shared" / "SPEC.md"
 SPEC_BEGIN = "<!-- the table below is written by `python -m conformance.summary --spec` -->"
 SPEC_END = "<!-- end of the table written by conformance.summary -->"
+MIXED_BEGIN = "<!-- the table below is written by `python -m conformance.summary --mixed --spec` -->"
+MIXED_END = "<!-- end of the mixed-precision table written by conformance.summary -->"
 
 # each tolerance key: what it measures, as the table says it
 MEASURES = {
@@ -116,6 +120,25 @@ def table(found: dict, tiers) -> str:
     return "\n".join(lines)
 
 
+def mixed_table(found: dict) -> str:
+    """Markdown: a row per tolerance key and regime where a mixed precision has bounds of its own (the
+    optimizer's are float32's), the float32 bound beside them, each precision's worst error and headroom."""
+    head = ["key", "regime", "measure", "float32 bound"]
+    for tier, (_, precision) in MIXED.items():
+        head += [f"{precision} bound", tier, "headroom"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for regime in REGIMES:
+        for key in FLOAT32:
+            if (key, regime) not in found or key.startswith("adamw"):
+                continue
+            row = [f"`{key}`", regime, MEASURES[key], _float(bounds_for(np.float32, regime)[key])]
+            for tier in MIXED:
+                bound, worst = bounds(tier, regime)[key], found[(key, regime)][tier][0]
+                row += [_float(bound), _float(worst), headroom(bound, worst)]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def where(found: dict) -> str:
     lines = []
     for (key, regime), cells in found.items():
@@ -124,9 +147,9 @@ def where(found: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_spec(text: str) -> dict:
+def parse_spec(text: str, begin: str = SPEC_BEGIN, end: str = SPEC_END) -> dict:
     """SPEC.md's generated table back as (key, regime) -> {column: value}; the columns are the table's."""
-    block = text[text.index(SPEC_BEGIN) + len(SPEC_BEGIN) : text.index(SPEC_END)]
+    block = text[text.index(begin) + len(begin) : text.index(end)]
     rows = [line.strip().strip("|").split("|") for line in block.strip().splitlines()]
     head = [h.strip() for h in rows[0]]
     out = {}
@@ -137,9 +160,9 @@ def parse_spec(text: str) -> dict:
     return out
 
 
-def write_spec(text: str) -> None:
+def write_spec(text: str, begin: str = SPEC_BEGIN, end: str = SPEC_END) -> None:
     spec = SPEC.read_text()
-    start, end = spec.index(SPEC_BEGIN) + len(SPEC_BEGIN), spec.index(SPEC_END)
+    start, end = spec.index(begin) + len(begin), spec.index(end)
     SPEC.write_text(spec[:start] + "\n" + text + "\n" + spec[end:])
 
 
@@ -147,9 +170,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance.summary", description=__doc__.split("\n")[0])
     parser.add_argument("--tiers", nargs="+", choices=list(TIERS), help="default: every tier")
     parser.add_argument("--spec", action="store_true", help="write the table into shared/SPEC.md")
+    parser.add_argument("--mixed", action="store_true", help="the tinygrad tier in mixed precision instead")
     args = parser.parse_args(argv)
     if args.spec and args.tiers and set(args.tiers) != set(TIERS):
         parser.error("--spec writes every tier's column: leave --tiers out")
+    if args.mixed and args.tiers:
+        parser.error("--mixed measures both mixed precisions: leave --tiers out")
+    if args.mixed:
+        found = measurements(list(MIXED))
+        print(mixed_table(found))
+        print("\nwhere each worst error is:\n" + where(found))
+        if args.spec:
+            write_spec(mixed_table(found), MIXED_BEGIN, MIXED_END)
+            print(f"\nwrote the table into {SPEC}")
+        return 0
     tiers = args.tiers or list(TIERS)
     found = measurements(tiers)
     text = table(found, tiers)

@@ -3,11 +3,20 @@ import importlib
 
 import numpy as np
 
+from shared.tolerances import bounds_for
+
 TIERS = {
     "numpy": ("impl_numpy", np.float32),
     "numpy-float64": ("impl_numpy", np.float64),
     "c": ("impl_c", np.float32),
     "tinygrad": ("impl_tinygrad", np.float32),
+}
+
+# the tinygrad tier in mixed precision (SPEC.md "Mixed precision"): name -> (module, compute dtype),
+# held to the same truth with bounds of their own by conformance/test_mixed_precision.py
+MIXED = {
+    "tinygrad-float16": ("impl_tinygrad", "float16"),
+    "tinygrad-bfloat16": ("impl_tinygrad", "bfloat16"),
 }
 
 BUILT_IN = tuple(TIERS)  # the project's own tiers (`pytest --tier-module` adds a user's to TIERS)
@@ -23,8 +32,18 @@ def tier_module(name: str):
 
 
 def load(name: str, path, adamw=None):
+    if name in MIXED:
+        module, precision = MIXED[name]
+        return importlib.import_module(module).load(path, adamw=adamw, mixed_precision=precision)
     module, dtype = TIERS[name]
     return importlib.import_module(module).load(path, dtype=dtype, adamw=adamw)
+
+
+def bounds(name: str, regime: str = "default") -> dict[str, float]:
+    """The tolerances tier `name` (TIERS or MIXED) is held to on a case of `regime`."""
+    if name in MIXED:
+        return bounds_for(np.float32, regime, MIXED[name][1])
+    return bounds_for(TIERS[name][1], regime)
 
 
 def load_reference(path, adamw=None):

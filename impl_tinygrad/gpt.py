@@ -12,14 +12,16 @@
 # then the update), and, when the benchmarks ask for one block's attention or the whole block on its
 # own, one graph per batch size and layer for each.
 import functools
+import math
 import os
 import shutil
+import subprocess
 
 import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.device import MultiBuffer
 
-from impl_tinygrad.model import attention, block, cross_entropy, gpt, new_cache
+from impl_tinygrad.model import attention, block, compute_weights, cross_entropy, gpt, new_cache
 from impl_tinygrad.optim import adamw_scalars, adamw_step, clip_grad_norm, grad_norm
 from shared.checkpoint import OptimizerState, load_model, save_checkpoint
 from shared.checks import (
@@ -79,6 +81,24 @@ def default_device() -> str:
     return device
 
 
+def check_compute_dtype(devices, mixed_precision) -> None:
+    # tinygrad's CPU backend writes bfloat16 as clang's __bf16, which clang 14 and older lack on x86:
+    # the first bfloat16 kernel would fail deep inside tinygrad. Ask clang itself, before any work.
+    if mixed_precision != "bfloat16":
+        return
+    if not any(type(Device[d].compiler).__name__ == "ClangCompiler" for d in devices):
+        return
+    cc = os.environ.get("CC", "clang")
+    source = b"__bf16 first(__bf16 *p) { return p[0]; }"
+    cmd = [cc, "-x", "c", "-c", "-", "-o", os.devnull]
+    probe = subprocess.run(cmd, input=source, capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise InputError(
+            f"mixed_precision 'bfloat16': tinygrad's CPU backend needs clang 15 or later for it, and "
+            f"{cc} has no __bf16; put a newer clang first on PATH, set DEV=CPU:LLVM, or use float16"
+        )
+
+
 def device_names(spec=None) -> tuple[str, ...]:
     # the devices a model runs on: None, tinygrad's default device alone; an int N, the first N
     # instances of its kind ("CPU:0", "CPU:1", ...: tinygrad opens as many CPU devices as it is asked
@@ -103,6 +123,14 @@ def device_names(spec=None) -> tuple[str, ...]:
         except Exception as e:
             raise InputError(f"tinygrad has no device {name!r}: {e}") from e
     return names
+
+
+# SPEC.md "Mixed precision": the dtypes the matrix products may run in, the weights kept in float32
+MIXED = {"float16": dtypes.float16, "bfloat16": dtypes.bfloat16}
+# float16's dynamic loss scaling, with torch.amp.GradScaler's defaults: the first scale, and the passes
+# without an overflow after which it doubles (it halves at every overflow, down to 1)
+LOSS_SCALE = 2.0**16
+LOSS_SCALE_GROWTH = 2000
 
 
 # Each parameter's slot in the flat buffers starts at a multiple of ALIGN floats (64 bytes): tinygrad's
@@ -145,15 +173,32 @@ def _buffers(t: Tensor) -> list:
 
 class GPT:
     def __init__(
-        self, config: GPTConfig, state: dict, dtype=np.float32, adamw: AdamWConfig | None = None, devices=None
+        self,
+        config: GPTConfig,
+        state: dict,
+        dtype=np.float32,
+        adamw: AdamWConfig | None = None,
+        devices=None,
+        mixed_precision: str | None = None,
     ):
         check_state_dict(config, state)
         if np.dtype(dtype) != np.float32:
             raise InputError(f"the tinygrad tier computes in float32, not {np.dtype(dtype)}")
+        if mixed_precision is not None and mixed_precision not in MIXED:
+            raise InputError(
+                f"mixed_precision must be None, 'float16' or 'bfloat16', not {mixed_precision!r}"
+            )
         self.config = config
-        self.dtype = np.dtype(np.float32)
+        self.dtype = np.dtype(np.float32)  # the weights', the gradients', the moments', the results'
+        self.mixed_precision = mixed_precision
+        self.compute = dtypes.float32 if mixed_precision is None else MIXED[mixed_precision]
+        # float16 only: its smallest normal number, 6e-5, is above many gradients (bfloat16 has
+        # float32's range), so the loss is multiplied by the scale before the backward pass
+        self.loss_scale = LOSS_SCALE if mixed_precision == "float16" else None
+        self._passes_since_overflow = 0
         self.adamw = adamw or AdamWConfig()
         self.devices = device_names(devices)
+        check_compute_dtype(self.devices, mixed_precision)
         self.device = self.devices[0]  # where the host's arrays land before they are copied or split
         # The parameters, their gradients and the AdamW moments are each one flat buffer in canonical
         # order (as in the C tier, with aligned slots), so the optimizer is a handful of kernels. The
@@ -250,14 +295,17 @@ class GPT:
 
     # ---- the compiled graphs ----
     def _forward_fn(self, idx, targets):
-        logits = gpt(self.params, idx, self.config)
+        logits = gpt(self.params, idx, self.config, compute=self.compute)
         loss = cross_entropy(logits, targets)
         return logits.realize(loss), loss
 
-    def _backward_fn(self, idx, targets):
-        loss = cross_entropy(gpt(self.params, idx, self.config), targets)
-        for g, d in zip(self._grads.values(), loss.gradient(*self.params.values())):
-            g.assign(d)
+    def _backward_fn(self, idx, targets, scale=None):
+        # scale: float16's loss scale, a (1,) Tensor (the gradients are of loss * scale, divided by it
+        # in float32: a power of two, exactly); None otherwise
+        loss = cross_entropy(gpt(self.params, idx, self.config, compute=self.compute), targets)
+        scaled = loss if scale is None else loss * scale[0]
+        for g, d in zip(self._grads.values(), scaled.gradient(*self.params.values())):
+            g.assign(d if scale is None else d / scale[0])
         return loss.realize(*self._grads.values())
 
     def _norm_fn(self, g):
@@ -274,14 +322,15 @@ class GPT:
         Tensor.realize(self._p, self._m, self._v)
 
     def _attention_fn(self, x, layer):
-        return attention(x, self.params, f"h.{layer}.", self.config).realize()
+        params = compute_weights(self.params, self.compute)
+        return attention(x, params, f"h.{layer}.", self.config).realize()
 
     def _block_fn(self, x, layer):
-        return block(x, self.params, layer, self.config).realize()
+        return block(x, compute_weights(self.params, self.compute), layer, self.config).realize()
 
     def _prefill_fn(self, idx):
         cache = self._caches[idx.shape[0]]
-        logits = gpt(self.params, idx, self.config, cache)
+        logits = gpt(self.params, idx, self.config, cache, compute=self.compute)
         return logits.realize(*[t for c in cache for t in c.values()])
 
     def _step_fn(self, tokens_pos):
@@ -289,7 +338,8 @@ class GPT:
         # transfer at every step)
         B = tokens_pos.shape[0] - 1
         cache = self._caches[B]
-        logits = gpt(self.params, tokens_pos[:B].reshape(B, 1), self.config, cache, tokens_pos[B:])
+        tokens = tokens_pos[:B].reshape(B, 1)
+        logits = gpt(self.params, tokens, self.config, cache, tokens_pos[B:], compute=self.compute)
         return logits.realize(*[t for c in cache for t in c.values()])
 
     # ---- the tier interface ----
@@ -308,7 +358,26 @@ class GPT:
         idx = check_idx(idx, self.config)
         targets = check_targets(targets, idx, self.config)
         run = self._compiled(self._backward_fn, idx.shape[0])
-        return float(run(self._ints(idx), self._ints(targets, fill=-1)).item())
+        idx, targets = self._ints(idx), self._ints(targets, fill=-1)
+        if self.loss_scale is None:
+            return float(run(idx, targets).item())
+        # float16 (SPEC.md "Mixed precision"): a gradient that overflowed float16 at this scale makes
+        # the norm inf or NaN; then the same batch runs again at half the scale, down to 1, where what
+        # overflows is left to the divergence check. The scale doubles after LOSS_SCALE_GROWTH passes.
+        while True:
+            scale = self._replicated(Tensor([self.loss_scale], dtype=dtypes.float32, device=self.device))
+            loss = float(run(idx, targets, scale).item())
+            if not math.isfinite(loss) or self.loss_scale == 1.0:
+                break
+            if math.isfinite(float(self._norm(self._g).item())):
+                break
+            self.loss_scale /= 2
+            self._passes_since_overflow = 0
+        self._passes_since_overflow += 1
+        if self._passes_since_overflow == LOSS_SCALE_GROWTH:
+            self.loss_scale *= 2
+            self._passes_since_overflow = 0
+        return loss
 
     def grads(self, idx, targets):
         loss = self.backward(idx, targets)
@@ -355,7 +424,7 @@ class GPT:
     def activations(self, idx):
         idx = check_idx(idx, self.config)
         acts = {}
-        gpt(self.params, self._ints(idx), self.config, acts=acts)
+        gpt(self.params, self._ints(idx), self.config, acts=acts, compute=self.compute)
         Tensor.realize(*acts.values())
         B, T = idx.shape  # the padding cut off: att is (B, NH, T, T), the others (B, T, ...)
         return {
@@ -422,9 +491,10 @@ class GPT:
         )
 
 
-def from_state_dict(config, state, dtype=np.float32, adamw=None, devices=None) -> GPT:
-    return GPT(config, state, dtype, adamw, devices)
+def from_state_dict(config, state, dtype=np.float32, adamw=None, devices=None, mixed_precision=None) -> GPT:
+    return GPT(config, state, dtype, adamw, devices, mixed_precision)
 
 
-def load(path, dtype=np.float32, adamw=None, devices=None) -> GPT:
-    return load_model(functools.partial(GPT, devices=devices), path, dtype, adamw)
+def load(path, dtype=np.float32, adamw=None, devices=None, mixed_precision=None) -> GPT:
+    model = functools.partial(GPT, devices=devices, mixed_precision=mixed_precision)
+    return load_model(model, path, dtype, adamw)

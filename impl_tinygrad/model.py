@@ -3,7 +3,8 @@
 # the spec's named activations (SPEC.md "Named activations"). `cache`, when given, is the KV cache:
 # one {"k", "v"} dict per layer, each (B, NH, block_size, HS): shapes stay fixed so that one compiled
 # step serves every position, and pos0 (an int, or a Tensor in the compiled decode step) says where
-# the new tokens go. Gradients come from tinygrad's autograd (Tensor.gradient), not from this file.
+# the new tokens go. `compute` is the dtype of the matrix products: float32, or float16 / bfloat16
+# under mixed precision (SPEC.md "Mixed precision"), the rest float32. Gradients come from tinygrad's autograd (Tensor.gradient), not from this file.
 # tinygrad fuses what it can, and would rather recompute an activation inside a later kernel than
 # store it: `.contiguous()` marks the two results worth storing (the softmax and the GELU: without
 # them a shakespeare training step takes 3x as long); it changes where results are kept, not what
@@ -37,9 +38,16 @@ def layernorm(x, w, b, eps=1e-5):
     return xc * rstd * w + b
 
 
+def matmul(a, b, dtype):
+    # a @ b with both operands rounded to dtype and the products summed in float32, the result float32
+    # (SPEC.md "Mixed precision"); in float32 it is a plain a @ b
+    return a.cast(dtype).dot(b.cast(dtype), dtype=dtypes.float32)
+
+
 def linear(x, w, b):
-    # x: (B, T, in) -> (B, T, out); w is (in, out) as in the GPT-2 checkpoint (Conv1D)
-    return x @ w + b
+    # x: (B, T, in) -> (B, T, out); w is (in, out) as in the GPT-2 checkpoint (Conv1D), in the compute
+    # dtype (gpt() casts the weights of the products once); the bias is added in float32
+    return matmul(x, w, w.dtype) + b
 
 
 def gelu(x):
@@ -79,13 +87,14 @@ def attention(x, params, p, config, cache=None, pos0=0, acts=None):
             k, v = k.pad((None, None, (0, S - T), None)), v.pad((None, None, (0, S - T), None))
         cache["k"].assign(k)
         cache["v"].assign(v)
+    compute = params[p + "attn.c_attn.weight"].dtype  # the heads' two products too run in it
     scale = 1.0 / math.sqrt(HS) if config.scale_attn_weights else 1.0  # SPEC.md "Ablations"
-    att = (q @ k.permute(0, 1, 3, 2)) * scale  # (B, NH, T, S)
+    att = matmul(q, k.permute(0, 1, 3, 2), compute) * scale  # (B, NH, T, S)
     # query i (at position pos0 + i) sees keys 0 .. pos0 + i
     allowed = Tensor.arange(S)[None, :] <= (Tensor.arange(T) + pos0)[:, None]  # (T, S)
     att = softmax(allowed.where(att, -math.inf))
     record(acts, p + "attn.att", att)
-    y = att @ v  # (B, NH, T, HS)
+    y = matmul(att, v, compute)  # (B, NH, T, HS)
     y = y.permute(0, 2, 1, 3).reshape(B, T, C)  # heads side by side again
     record(acts, p + "attn.y", y)
     y = linear(y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"])
@@ -121,18 +130,25 @@ def block(x, params, i, config, cache=None, pos0=0, acts=None):
     return x
 
 
-def gpt(params, idx, config, cache=None, pos0=0, acts=None):
+def gpt(params, idx, config, cache=None, pos0=0, acts=None, compute=dtypes.float32):
     # idx: (B, T) int -> logits (B, T, V)
     wpe = params["wpe.weight"] if config.position_embedding else None
-    x = embedding(params["wte.weight"], wpe, idx, pos0)
+    x = embedding(params["wte.weight"], wpe, idx, pos0)  # the float32 weights: a lookup, no product
     record(acts, "emb", x)
+    params = compute_weights(params, compute)
     for i in range(config.n_layer):
         x = block(x, params, i, config, None if cache is None else cache[i], pos0, acts)
     x = layernorm(x, params["ln_f.weight"], params["ln_f.bias"])
     record(acts, "ln_f", x)
-    logits = x @ params["wte.weight"].transpose(1, 0)  # tied head: (B, T, C) @ (C, V)
+    logits = matmul(x, params["wte.weight"].transpose(1, 0), compute)  # tied head: (B, T, C) @ (C, V)
     record(acts, "logits", logits)
     return logits
+
+
+def compute_weights(params, compute):
+    # the weights of the products in the compute dtype, cast once per pass: every 2-D parameter but
+    # wpe, which is added, not multiplied; the others, and the residual stream, stay float32
+    return {n: t.cast(compute) if t.ndim == 2 and n != "wpe.weight" else t for n, t in params.items()}
 
 
 def cross_entropy(logits, targets):
