@@ -244,6 +244,15 @@ def cmd_train(args):
             f"--devices {args.devices}: data-parallel training is the tinygrad tier's only; "
             f"use it with --impl tinygrad, not --impl {' '.join(args.impl)}"
         )
+    if getattr(args, "mixed_precision", None) is not None:
+        if args.impl != ["tinygrad"]:
+            raise GPTError(
+                f"--mixed-precision {args.mixed_precision}: mixed precision is the tinygrad tier's only "
+                f'(SPEC.md "Mixed precision"); use it with --impl tinygrad, not --impl {" ".join(args.impl)}'
+            )
+        from impl_tinygrad.gpt import check_compute_dtype, device_names
+
+        check_compute_dtype(device_names(args.devices), args.mixed_precision)  # bfloat16 needs clang 15+
     if args.resume:
         if len(args.impl) > 1:
             raise GPTError("--resume continues one run: name one --impl")
@@ -405,8 +414,9 @@ def train_one(args, impl: str, plan: dict, interrupt=None) -> dict:
     tier = tier_module(impl)
     dtype = np.dtype(args.dtype)
     out = plan["out"]
-    devices = getattr(args, "devices", None)
-    on = {} if devices is None else {"devices": devices}  # the tinygrad tier's data parallelism
+    # the tinygrad tier's data parallelism and mixed precision, where asked for
+    on = {k: getattr(args, k, None) for k in ("devices", "mixed_precision")}
+    on = {k: v for k, v in on.items() if v is not None}
     if args.resume:
         s = plan["settings"]
         dataset, source = load_dataset(args, plan["tokenizer"])
@@ -435,8 +445,11 @@ def train_one(args, impl: str, plan: dict, interrupt=None) -> dict:
         f"data: {source} ({len(dataset.train):,} train / {len(dataset.val):,} val tokens, {kind} tokenizer)"
     )
     print(f"model: {impl} tier, {dtype}, {config}, {num_params(config):,} parameters")
-    if on:
+    if "devices" in on:
         print(f"data parallel: each batch split over {', '.join(model.devices)}")
+    if "mixed_precision" in on:
+        scaling = "" if model.loss_scale is None else f", loss scale {model.loss_scale:g} (dynamic)"
+        print(f"mixed precision: the matrix products in {model.mixed_precision}, float32 weights{scaling}")
     if args.verbose:
         print(f"settings: {s}")
     start = time.perf_counter()
@@ -465,8 +478,9 @@ def train_one(args, impl: str, plan: dict, interrupt=None) -> dict:
     )
     if args.sample_tokens:
         print("\n--- sample ---")
-        if on:  # the tinygrad tier decodes on one device: the trained weights copied to one
-            model = tier.from_state_dict(config, model.state_dict(), dtype=dtype, adamw=s.adamw)
+        if "devices" in on:  # the tinygrad tier decodes on one device: the trained weights copied to one
+            one = {k: v for k, v in on.items() if k != "devices"}
+            model = tier.from_state_dict(config, model.state_dict(), dtype=dtype, adamw=s.adamw, **one)
         print(sample_text(model, dataset.tokenizer, None, args.sample_tokens, 0.8, None, s.seed))
     return {"history": history, "val": val, "bits_per_char": bpc, "wall": wall}
 
@@ -638,6 +652,12 @@ def build_parser():
         "--devices",
         type=at_least(1),
         help="tinygrad only: split each batch across N instances of its default device (CPU:0 .. CPU:N-1)",
+    )
+    t.add_argument(
+        "--mixed-precision",
+        choices=["float16", "bfloat16"],
+        help="tinygrad only: the matrix products in this dtype, the weights float32 (float16 with loss "
+        'scaling; SPEC.md "Mixed precision")',
     )
     t.add_argument(
         "--config",

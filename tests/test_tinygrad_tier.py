@@ -221,9 +221,12 @@ def test_mixed_precision_keeps_the_optimizer_float32(precision):
     mixed = impl_tinygrad.from_state_dict(config, state, mixed_precision=precision)
     for model in (plain, mixed):
         model.apply_grads(grads, 1e-2)
-    for name, p in plain.state_dict().items():
+    for name, p in plain.state_dict().items():  # Adam's first step is about sign(g): see m and v too
         np.testing.assert_array_equal(mixed.state_dict()[name], p, err_msg=name)
         assert mixed.state_dict()[name].dtype == np.float32
+        for moment in ("m", "v"):
+            got, want = (getattr(model.optimizer_state(), moment)[name] for model in (mixed, plain))
+            np.testing.assert_array_equal(got, want, err_msg=f"{moment} of {name}")
     logits, _ = mixed.forward(np.zeros((1, 4), dtype=np.int64))
     assert logits.dtype == np.float32
 

@@ -10,6 +10,7 @@ import transformer
 from shared.config import GPTConfig
 from shared.data import ENV_VAR, CharDataset, estimate_loss
 from shared.params import init_state_dict
+from shared.tolerances import bounds_for
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,41 @@ def test_command_line_trains_tinygrad_on_two_devices_like_one(tmp_path, capsys, 
     only = "data-parallel training is the tinygrad tier's only; use it with --impl tinygrad, not --impl c"
     assert err == f"error: --devices 2: {only}\n"
     assert not (tmp_path / "c").exists()
+
+
+def test_command_line_trains_tinygrad_in_mixed_precision(tmp_path, capsys, monkeypatch, corpus_path):
+    # `train --mixed-precision float16`: the products in float16 (SPEC.md "Mixed precision"); the
+    # validation losses are float32's within the float16 bound of a training loss
+    monkeypatch.setenv(ENV_VAR, str(corpus_path))
+    args = ["--impl", "tinygrad", "--config", "tiny", "--batch-size", "2", "--steps", "2"]
+    args += ["--eval-interval", "2", "--eval-iters", "1", "--final-eval-iters", "1", "--curves"]
+    vals = []
+    for mixed, out in ((["--mixed-precision", "float16"], tmp_path / "mixed"), ([], tmp_path / "plain")):
+        assert transformer.main([*args, *mixed, "--sample-tokens", "5", "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        said = "mixed precision: the matrix products in float16, float32 weights, loss scale 65536 (dynamic)"
+        assert (said in printed) == bool(mixed) and "--- sample ---" in printed
+        vals.append(json.loads((out / "tiny-curves.json").read_text())["tinygrad"]["history"]["val"])
+    np.testing.assert_allclose(
+        vals[0], vals[1], rtol=bounds_for(np.float32, "default", "float16")["train_loss"]
+    )
+    assert not np.array_equal(vals[0], vals[1])  # rounded: not float32's run again
+    # another tier, or bfloat16 where clang cannot compile it: one line, before any work
+    assert (
+        transformer.main(["--impl", "c", "--mixed-precision", "float16", "--out", str(tmp_path / "c")]) == 2
+    )
+    only = "mixed precision is the tinygrad tier's only"
+    assert capsys.readouterr().err.startswith(f"error: --mixed-precision float16: {only}")
+    old = tmp_path / "clang-14"
+    old.write_text("#!/bin/sh\necho 'error: __bf16 is not supported on this target' >&2\nexit 1\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("CC", str(old))
+    bf16 = ["--mixed-precision", "bfloat16", "--out", str(tmp_path / "bf16")]
+    assert transformer.main([*args, *bf16]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mixed_precision 'bfloat16': tinygrad's CPU backend needs clang 15")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "c").exists() and not (tmp_path / "bf16").exists()
 
 
 def test_command_line_trains_several_tiers_and_draws_their_curves(tmp_path, capsys, monkeypatch, corpus_path):
