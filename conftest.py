@@ -4,7 +4,9 @@
 # Without clang on PATH tinygrad's CPU backend cannot compile a kernel, and every test of the tinygrad
 # tier would fail with the same error. Instead the session checks once, with the tier's own check
 # (impl_tinygrad.gpt.default_device, which raises NO_CLANG), and skips the tests that need the tier with
-# that one reason, which the short test summary (-ra) shows as one line.
+# that one reason, which the short test summary (-ra) shows as one line. A test that needs the tier
+# says so by its file, by a parameter that names the tier, or by the mark tinygrad (benchmarks/
+# test_benchmarks.py's variants, tinygrad-xN among them, whose names are not known in advance).
 #
 # The same for the tier's bfloat16 mixed precision, which its CPU backend compiles only with clang 15 or
 # later (impl_tinygrad.gpt.check_compute_dtype): the tests that need it (parametrized with
@@ -66,10 +68,10 @@ def _named(item, names) -> bool:
 
 
 def needs_tinygrad(item) -> bool:
-    # a test in the tier's own files, or one parametrized with the tier
+    # a test in the tier's own files, one parametrized with the tier, or one marked tinygrad
     if item.path.name in ("test_tinygrad_tier.py", "test_mixed_precision.py"):
         return True
-    return _named(item, TINYGRAD)
+    return item.get_closest_marker("tinygrad") is not None or _named(item, TINYGRAD)
 
 
 def needs_bfloat16(item) -> bool:

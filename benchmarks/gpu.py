@@ -9,6 +9,8 @@ On a machine where tinygrad opens no GPU backend it says so in one line and exit
 The tier itself has no GPU code: tinygrad's DEV picks the device its tensors live on, and this script
 sets it for the two pytest runs it starts (conformance -k tinygrad, then the train step benchmarks for
 the shakespeare and GPT-2 124M configs), with PyTorch on the matching device where it is installed.
+The train step is timed on one device and, where the backend has several, data-parallel on all of them
+(GPT_BENCH_DEVICES, the count), and in the tier's mixed precisions (beside PyTorch's under autocast).
 """
 
 import argparse
@@ -22,8 +24,13 @@ from pathlib import Path
 GPU_BACKENDS = ("METAL", "AMD", "NV", "CUDA", "QCOM", "CL", "WEBGPU")
 # what PyTorch calls the same hardware (None: PyTorch has no such device, or not in a usual build)
 TORCH_DEVICES = {"CUDA": "cuda", "NV": "cuda", "AMD": "cuda", "METAL": "mps"}
+# backends that open any index as the one device there is: tinygrad's METAL, QCOM and WEBGPU ignore the
+# index, and its CPU opens as many devices as it is asked for; counting their instances counts nothing
+ONE_DEVICE = ("METAL", "QCOM", "WEBGPU", "CPU")
+MAX_DEVICES = 16  # a bound on the probe, should a backend open any index after all
 # the benchmarks timed: the train step, the one operation that waits for the GPU to finish (it returns
-# the loss), on the shakespeare and GPT-2 124M configs; numpy's matmul ceiling is the CPU's, left out
+# the loss), on the shakespeare and GPT-2 124M configs, its variants too (tinygrad-float16, -bfloat16,
+# -xN, pytorch-float16, ...: "-m slow or not slow" takes them in); numpy's matmul ceiling is the CPU's
 TIMED = "train and step and (shakespeare or gpt2) and (tinygrad or pytorch)"
 
 
@@ -38,6 +45,24 @@ def find_gpus(names=GPU_BACKENDS) -> list[str]:
             Device[name]
             found.append(name)
     return found
+
+
+def count_devices(backend: str, devices=None, cap: int = MAX_DEVICES) -> int:
+    """How many devices of backend tinygrad opens, BACKEND:0, BACKEND:1, ... up to the first it cannot
+    (a GPU backend raises for an index past its last device), and at most cap. devices: tinygrad's
+    Device, or a mapping that stands in for it."""
+    if devices is None:
+        from tinygrad import Device
+
+        devices = Device
+    for i in range(cap):
+        opened = False
+        with contextlib.suppress(Exception):  # each backend raises its own error past its last device
+            devices[f"{backend}:{i}"]
+            opened = True
+        if not opened:
+            return i
+    return cap
 
 
 def torch_device(backend: str) -> str | None:
@@ -84,12 +109,14 @@ def main(argv=None) -> int:
     backend = found[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DEV": backend}
+    n = 1 if backend in ONE_DEVICE else count_devices(backend)
+    env = {**os.environ, "DEV": backend, "GPT_BENCH_DEVICES": str(n)}
     tdev = torch_device(backend)
     if tdev is not None:
         env["GPT_BENCH_TORCH_DEVICE"] = tdev
     print(
-        f"tinygrad on {backend}; PyTorch {'on ' + tdev if tdev else 'not on this device (its rows skipped)'}"
+        f"tinygrad on {backend} ({n} device{'s' if n > 1 else ''}); "
+        f"PyTorch {'on ' + tdev if tdev else 'not on this device (its rows skipped)'}"
     )
     rc = 0
     if not args.skip_conformance:

@@ -6,8 +6,10 @@
 
 The table gives, per group (one operation on one config, every row measured in the same run): the
 median time, tokens per second (generation), model GFLOP/s, the fraction of the machine's ceiling (numpy's
-2048^3 float32 matmul, measured in the same run) and the ratio to PyTorch's time. Then the targets
-(issue 6): each checked against the ratios of this run.
+2048^3 float32 matmul, measured in the same run) and the ratio to PyTorch's time: a mixed-precision row's
+(tinygrad-float16, tinygrad-bfloat16) to PyTorch's in the same precision (pytorch-float16, ...), every
+other row's to PyTorch's in float32 on one device, tinygrad-xN's (the tier on N devices) too. Then the
+targets (issue 6): each checked against the ratios of this run.
 """
 
 import argparse
@@ -23,7 +25,9 @@ PYTORCH_TARGETS = [
     ("tinygrad", "train step", "shakespeare-B12", 3.0),
 ]
 CEILING_TARGETS = [("c", "forward+backward", "gpt2-B4", 0.75)]  # fraction of the matmul ceiling
-ROW_ORDER = {"pytorch": 8, "ceiling": 9}  # the tiers first, then the references
+# the tiers first, each beside its variants (tinygrad-float16 after tinygrad), then the references
+ROW_ORDER = {"pytorch": 8, "ceiling": 9}
+MIXED = ("float16", "bfloat16")  # the precisions of the mixed rows, the last part of their names
 KV_SPEEDUP = 5.0  # a token through the KV cache against recomputing the whole prefix (T = 64)
 
 
@@ -41,9 +45,24 @@ def index(rows) -> dict:
     return {(r["impl"], r["op"], r["case"]): r for r in rows}
 
 
+def row_order(impl: str) -> int:
+    return ROW_ORDER.get(impl.split("-")[0], 2)
+
+
+def is_reference(impl: str) -> bool:
+    # pytorch, ceiling, and PyTorch in mixed precision (pytorch-float16, ...)
+    return impl.split("-")[0] in ROW_ORDER
+
+
+def pytorch_row(impl: str) -> str:
+    # the PyTorch row an implementation is measured against: the same mixed precision, or float32
+    precision = impl.split("-")[-1]
+    return f"pytorch-{precision}" if precision in MIXED else "pytorch"
+
+
 def ratio_to_pytorch(row, by_key) -> float | None:
-    torch_row = by_key.get(("pytorch", row["op"], row["case"]))
-    if torch_row is None or row["impl"] in ("pytorch", "ceiling"):
+    torch_row = by_key.get((pytorch_row(row["impl"]), row["op"], row["case"]))
+    if torch_row is None or is_reference(row["impl"]):
         return None
     return row["median"] / torch_row["median"]
 
@@ -68,7 +87,7 @@ def table(rows, info) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for group, members in groups.items():
-        for r in sorted(members, key=lambda r: (ROW_ORDER.get(r["impl"], 2), r["impl"], r["op"])):
+        for r in sorted(members, key=lambda r: (row_order(r["impl"]), r["impl"], r["op"])):
             name = r["impl"] if r["op"] not in ("generate", "recompute") else f"{r['impl']} ({r['op']})"
             if r["impl"] == "ceiling":
                 name = "ceiling: numpy matmul 2048^3"
@@ -105,7 +124,7 @@ def targets(rows) -> list[str]:
             )
     for (impl, op, case), r in sorted(by_key.items()):
         slow = by_key.get((impl, "recompute", case))
-        if op != "generate" or slow is None or impl in ROW_ORDER or "tokens_per_s" not in r:
+        if op != "generate" or slow is None or is_reference(impl) or "tokens_per_s" not in r:
             continue
         if r.get("T") != 64:  # the target is set at T = 64
             continue
@@ -134,11 +153,16 @@ def chart(rows, info, path):
     labels = list(dict.fromkeys(label for tier in bars.values() for label in tier))
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(labels)), 4.5))
     width = 0.8 / max(1, len(bars))
-    colors = ["#0072B2", "#E69F00", "#009E73", "#CC79A7"]  # colorblind-safe (Okabe-Ito)
+    # colorblind-safe (Okabe-Ito, its black made grey beside the line at 1), one per tier and variant
+    colors = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
     for i, (tier, ratios) in enumerate(bars.items()):
         xs = [j + i * width for j, label in enumerate(labels) if label in ratios]
         ax.bar(
-            xs, [ratios[label] for label in labels if label in ratios], width, label=tier, color=colors[i % 4]
+            xs,
+            [ratios[label] for label in labels if label in ratios],
+            width,
+            label=tier,
+            color=colors[i % len(colors)],
         )
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")

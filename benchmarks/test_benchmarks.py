@@ -1,11 +1,13 @@
 # The tiers side by side, measured in one run: every operation of training and generation, on each
 # config, with two reference rows in every group: PyTorch on the CPU for the same model and operation
 # (skipped when it is not installed: `pip install -e '.[reference]'`) and numpy's 2048^3 float32 matmul,
-# the machine's ceiling. Every row records its model FLOPs, GFLOP/s and the fraction of the ceiling it
-# reaches (extra_info); `python -m benchmarks.report` turns the JSON into a table and a chart.
+# the machine's ceiling. The train step's groups hold a few more rows (VARIANTS): the tinygrad tier in
+# mixed precision and on several devices, and PyTorch in the same mixed precisions. Every row records its
+# model FLOPs, GFLOP/s and the fraction of the ceiling it reaches (extra_info); `python -m
+# benchmarks.report` turns the JSON into a table and a chart.
 #
 #   pytest benchmarks                                  # tiny and shakespeare
-#   pytest benchmarks -m slow                          # gpt2 (124M), batch 4, T 64
+#   pytest benchmarks -m slow                          # gpt2 (124M), batch 4, T 64; the opt-in variants
 #   pytest benchmarks --benchmark-disable              # each once, untimed (CI)
 #   pytest benchmarks --benchmark-json out/bench.json && python -m benchmarks.report out/bench.json
 import functools
@@ -26,6 +28,10 @@ REFERENCES = ["pytorch", "ceiling"]
 # pytest run it starts, as tinygrad's DEV picks tinygrad's). On a GPU only the operations that end in
 # loss.item() (forward+backward, train step) wait for the GPU to finish, so gpu.py times only those.
 TORCH_DEVICE = os.environ.get("GPT_BENCH_TORCH_DEVICE", "cpu")
+# how many devices of its kind the tinygrad tier trains on in its tinygrad-xN row: benchmarks/gpu.py sets
+# the count of the GPU's devices it found; 1 (no such row) unless set. On the CPU, N devices share the
+# same cores (README "On several devices"), so a count here is a correctness run, not a speed-up.
+DEVICES = int(os.environ.get("GPT_BENCH_DEVICES", "1"))
 LR = 1e-3
 
 # case -> (config preset, B, T); gpt2 is opt-in (-m slow)
@@ -36,6 +42,25 @@ SLOW = {"gpt2-B4"}
 OPS = ["matmul", "attention", "block", "forward", "forward+backward", "train step", "generate", "recompute"]
 # timed rounds per case: a gpt2 step takes seconds
 ROUNDS = {"tiny-B4": 20, "shakespeare-B12": 20, "gpt2-B4": 3}
+
+# the train step's extra rows: the tinygrad tier's variants, impl -> (tier, from_state_dict's arguments),
+# in mixed precision (SPEC.md "Mixed precision") and data-parallel over DEVICES devices (SPEC.md "Data
+# parallel"); and PyTorch's train step under torch.autocast in the same precisions, impl -> dtype
+VARIANTS = {
+    "tinygrad-float16": ("tinygrad", {"mixed_precision": "float16"}),
+    "tinygrad-bfloat16": ("tinygrad", {"mixed_precision": "bfloat16"}),
+    **({f"tinygrad-x{DEVICES}": ("tinygrad", {"devices": DEVICES})} if DEVICES > 1 else {}),
+}
+TORCH_MIXED = {"pytorch-float16": "float16", "pytorch-bfloat16": "bfloat16"}
+VARIANT_OPS = ["train step"]
+# the variants' rows that run without -m slow, so in CI too (once, untimed, so that they keep working):
+# the tiny case's, bar tinygrad-bfloat16's. A tinygrad variant compiles its own train step: float16's took
+# 10 s on 2 cores with a cold kernel cache, bfloat16's 22 s, and bfloat16's row differs from float16's
+# only in the name passed to the tier (whose numerics are the conformance suite's). On the CPU the mixed
+# precisions are slower than float32 anyway (shakespeare-B12 on 2 cores: 1.4x its time in float16, 5.9x
+# in bfloat16). Every other variant row is opt-in: -m slow, which benchmarks/gpu.py passes.
+VARIANT_CASES = {"tiny-B4"}
+OPT_IN = {"tinygrad-bfloat16"}
 
 
 def case_inputs(case: str):
@@ -74,8 +99,11 @@ def tier_ops(impl: str, case: str) -> dict:
     config, idx, targets, x, prompt, n = (
         d[k] for k in ("config", "idx", "targets", "x", "prompt", "new_tokens")
     )
-    m = importlib.import_module(TIERS[impl]).from_state_dict(config, init_state_dict(config, seed=0))
-    matmul = tier_matmul(impl)
+    tier, kwargs = VARIANTS.get(impl, (impl, {}))
+    m = importlib.import_module(TIERS[tier]).from_state_dict(
+        config, init_state_dict(config, seed=0), **kwargs
+    )
+    matmul = tier_matmul(tier)
     return {
         "matmul": lambda: matmul(*d["mm"]),
         "attention": lambda: m.attention_forward(x, 0),
@@ -89,7 +117,7 @@ def tier_ops(impl: str, case: str) -> dict:
 
 
 @functools.lru_cache(maxsize=1)
-def torch_ops(case: str) -> dict:
+def torch_ops(impl: str, case: str) -> dict:
     torch = pytest.importorskip("torch")
     from benchmarks import torch_reference as ref
     from shared.schedule import AdamWConfig
@@ -104,6 +132,9 @@ def torch_ops(case: str) -> dict:
         torch.from_numpy(d[k]).to(TORCH_DEVICE) for k in ("idx", "targets", "x", "prompt")
     )
     a, w, b = (torch.from_numpy(t).to(TORCH_DEVICE) for t in d["mm"])
+    # the train step in mixed precision (pytorch-float16, pytorch-bfloat16), with float16's loss scaling
+    dtype = getattr(torch, TORCH_MIXED[impl]) if impl in TORCH_MIXED else None
+    scaler = torch.amp.GradScaler(idx.device.type) if dtype == torch.float16 else None
 
     def no_grad(f):
         def run():
@@ -118,7 +149,7 @@ def torch_ops(case: str) -> dict:
         "block": no_grad(lambda: model.h[0](x)),
         "forward": no_grad(lambda: model(idx)),
         "forward+backward": lambda: ref.forward_backward(model, idx, targets),
-        "train step": lambda: ref.train_step(model, opt, idx, targets, 1.0),
+        "train step": lambda: ref.train_step(model, opt, idx, targets, 1.0, dtype, scaler),
         "generate": lambda: ref.generate_greedy(model, prompt, n),
         "recompute": no_grad(lambda: model(idx[:1])),
     }
@@ -144,10 +175,15 @@ def params():
     # tinygrad runs last: once it has compiled in a process, the C tier's short calls there measured up
     # to 3x slower (0.49 -> 1.5 ms for a matmul), which we have not explained yet.
     out = []
-    for impl in sorted([*TIERS, *REFERENCES], key=lambda impl: impl == "tinygrad"):
+    impls = [*TIERS, *REFERENCES, *TORCH_MIXED, *VARIANTS]
+    for impl in sorted(impls, key=lambda impl: impl.startswith("tinygrad")):
+        variant = impl in TORCH_MIXED or impl in VARIANTS
         for case in CASES:
-            marks = [pytest.mark.slow] if case in SLOW else []
-            for op in OPS:
+            opt_in = case in SLOW or (variant and (case not in VARIANT_CASES or impl in OPT_IN))
+            marks = [pytest.mark.slow] if opt_in else []
+            if impl in VARIANTS:  # for conftest.py: skipped with the tier where it cannot run
+                marks += [pytest.mark.tinygrad]
+            for op in VARIANT_OPS if variant else OPS:
                 if impl == "ceiling" and op == "recompute":
                     continue  # its group is generate's, which has the ceiling row already
                 out.append(pytest.param(case, impl, op, marks=marks, id=f"{op}-{impl}-{case}"))
@@ -164,7 +200,7 @@ def test_benchmark(benchmark, case, impl, op):
         benchmark.pedantic(lambda: a @ a, rounds=3, warmup_rounds=1)
         flops = ceiling_flops()
     else:
-        f = torch_ops(case)[op] if impl == "pytorch" else tier_ops(impl, case)[op]
+        f = torch_ops(impl, case)[op] if impl.startswith("pytorch") else tier_ops(impl, case)[op]
         first = _timed(f)  # the first call: tinygrad compiles here, the others allocate
         benchmark.pedantic(f, rounds=ROUNDS[case], warmup_rounds=1)
         benchmark.extra_info["first_call_s"] = first

@@ -1,6 +1,9 @@
-# PyTorch on the CPU, the reference row of the benchmarks: the spec's GPT-2 written the way a PyTorch
-# user would write it (nanoGPT's model.py, with scaled_dot_product_attention), loaded with our weights.
+# PyTorch, the reference rows of the benchmarks (on the CPU, or the GPU benchmarks/gpu.py times on): the
+# spec's GPT-2 written the way a PyTorch user would write it (nanoGPT's model.py, with
+# scaled_dot_product_attention), loaded with our weights.
 # Optional: needs the `reference` extra. Never imported by a tier.
+
+import contextlib
 
 import numpy as np
 import torch
@@ -92,13 +95,25 @@ def make_optimizer(model: TorchGPT, lr: float, adamw):
     )
 
 
-def train_step(model, opt, idx, targets, grad_clip):
-    _, loss = model(idx, targets)
+def train_step(model, opt, idx, targets, grad_clip, dtype=None, scaler=None):
+    # dtype: the matrix products in torch.float16 or bfloat16 under torch.autocast, the tinygrad tier's
+    # mixed precision (SPEC.md "Mixed precision"); scaler: float16's torch.amp.GradScaler, its loss
+    # scaling (GradScaler skips a step whose gradients overflowed, where the tier runs the batch again)
+    with torch.autocast(idx.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+        _, loss = model(idx, targets)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)  # the gradients divided by the scale before they are clipped
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()
     return loss.item()
 
 

@@ -75,3 +75,46 @@ def test_report_refuses_untimed_json(tmp_path):
     path.write_text(json.dumps({"benchmarks": [{**bench("c", "forward", "tiny-B4", 0.0), "stats": None}]}))
     with pytest.raises(SystemExit, match="no timed benchmarks"):
         report.main([str(path)])
+
+
+def test_the_variants_rows_sit_beside_their_tier_and_meet_pytorch_in_their_precision(tmp_path):
+    # the train step's variants (benchmarks/test_benchmarks.py VARIANTS): a mixed-precision row against
+    # PyTorch in the same precision, the tier on several devices against PyTorch on one
+    case = "shakespeare-B12"
+    rows = [
+        bench("pytorch-float16", "train step", case, 0.050),
+        bench("tinygrad-x2", "train step", case, 0.060),
+        bench("pytorch", "train step", case, 0.040),
+        bench("tinygrad-float16", "train step", case, 0.100),
+        bench("tinygrad", "train step", case, 0.080),
+        bench("tinygrad-bfloat16", "train step", case, 0.120),  # no pytorch-bfloat16 in this run
+        bench("c", "train step", case, 0.030),
+    ]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"benchmarks": rows}))
+    report.main([str(path), "--md", str(tmp_path / "t.md"), "--png", str(tmp_path / "c.png")])
+    lines = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| train")]
+    names = [line.split(" | ")[1] for line in lines]
+    assert names == [
+        "c",
+        "tinygrad",
+        "tinygrad-bfloat16",
+        "tinygrad-float16",
+        "tinygrad-x2",
+        "pytorch",
+        "pytorch-float16",
+    ]
+    vs_pytorch = {name: line.rsplit("|", 2)[1].strip() for name, line in zip(names, lines, strict=True)}
+    assert vs_pytorch == {
+        "c": "0.75",
+        "tinygrad": "2.00",
+        "tinygrad-bfloat16": "",
+        "tinygrad-float16": "2.00",
+        "tinygrad-x2": "1.50",
+        "pytorch": "",
+        "pytorch-float16": "",
+    }
+    assert (
+        "tinygrad train step shakespeare-B12: 2.00x PyTorch's time (target at most 3.0x): met"
+        in (tmp_path / "t.md").read_text()
+    )
