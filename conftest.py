@@ -18,15 +18,16 @@ import os
 
 import pytest
 
+from conformance.tiers import MIXED_TIERS
 from shared.data import ENV_VAR, SHAKESPEARE_FILE, cache_dir, shakespeare_path
 from shared.errors import DataError
 
 REQUIRE_ALL = "GPT_TIERS_REQUIRE_ALL"
 
-# how a test names the tinygrad tier: conformance/tiers.py and transformer.py's TIERS key, or the module;
-# and its bfloat16 mixed precision (conformance/tiers.py MIXED, or the precision's name)
-TINYGRAD = {"tinygrad", "impl_tinygrad", "tinygrad-float16", "tinygrad-bfloat16"}
-BFLOAT16 = {"tinygrad-bfloat16", "bfloat16"}
+# how a test names the tinygrad tier: conformance/tiers.py and transformer.py's TIERS key, the module,
+# or one of its mixed precisions (conformance/tiers.py MIXED_TIERS); and its bfloat16 mixed precision
+TINYGRAD = {"tinygrad", "impl_tinygrad", *MIXED_TIERS}
+BFLOAT16 = {name for name, (_, precision) in MIXED_TIERS.items() if precision == "bfloat16"} | {"bfloat16"}
 
 # set in pytest_collection_modifyitems on the items that need the tier, where it cannot run: why not
 CANNOT_RUN = pytest.StashKey[str]()

@@ -250,9 +250,10 @@ def cmd_train(args):
                 f"--mixed-precision {args.mixed_precision}: mixed precision is the tinygrad tier's only "
                 f'(SPEC.md "Mixed precision"); use it with --impl tinygrad, not --impl {" ".join(args.impl)}'
             )
-        from impl_tinygrad.gpt import check_compute_dtype, device_names
+        if args.mixed_precision == "bfloat16":  # which needs clang 15 or later on the CPU
+            from impl_tinygrad.gpt import check_compute_dtype, device_names
 
-        check_compute_dtype(device_names(args.devices), args.mixed_precision)  # bfloat16 needs clang 15+
+            check_compute_dtype(device_names(args.devices), args.mixed_precision)
     if args.resume:
         if len(args.impl) > 1:
             raise GPTError("--resume continues one run: name one --impl")

@@ -57,8 +57,8 @@ VARIANT_OPS = ["train step"]
 # the tiny case's, bar tinygrad-bfloat16's. A tinygrad variant compiles its own train step: float16's took
 # 10 s on 2 cores with a cold kernel cache, bfloat16's 22 s, and bfloat16's row differs from float16's
 # only in the name passed to the tier (whose numerics are the conformance suite's). On the CPU the mixed
-# precisions are slower than float32 anyway (shakespeare-B12 on 2 cores: 1.4x its time in float16, 5.9x
-# in bfloat16). Every other variant row is opt-in: -m slow, which benchmarks/gpu.py passes.
+# precisions are slower than float32 anyway (README "Mixed precision"). Every other variant row is
+# opt-in: -m slow, which benchmarks/gpu.py passes.
 VARIANT_CASES = {"tiny-B4"}
 OPT_IN = {"tinygrad-bfloat16"}
 

@@ -9,7 +9,7 @@ import pytest
 
 from conformance.cases import measure, write_checkpoint
 from conformance.summary import MIXED_BEGIN, MIXED_END, SPEC, measurements, parse_spec
-from conformance.tiers import MIXED, bounds
+from conformance.tiers import MIXED_TIERS, bounds
 from shared.tolerances import FLOAT32
 
 
@@ -24,7 +24,7 @@ def spec():
     return parse_spec(SPEC.read_text(), MIXED_BEGIN, MIXED_END)
 
 
-@pytest.mark.parametrize("tier", list(MIXED))
+@pytest.mark.parametrize("tier", list(MIXED_TIERS))
 def test_every_case_within_the_mixed_bounds(tier):
     beyond = [
         f"{key} ({regime}): {cells[tier][0]:.2e} > {bounds(tier, regime)[key]:.1e} at {cells[tier][1]}"
@@ -34,14 +34,15 @@ def test_every_case_within_the_mixed_bounds(tier):
     assert not beyond, f"{tier}: beyond the spec's mixed-precision tolerance\n" + "\n".join(beyond)
 
 
-@pytest.mark.parametrize("tier", list(MIXED))
+@pytest.mark.parametrize("tier", list(MIXED_TIERS))
 def test_spec_table_is_today_s(tier, spec):
     stale = []
     for (key, regime), cells in measured(tier).items():
         if key.startswith("adamw"):  # the optimizer is float32's, and so are its bounds and table
             continue
         row = spec[(key, regime)]
-        assert float(row[f"{MIXED[tier][1]} bound"]) == pytest.approx(bounds(tier, regime)[key], rel=0.01)
+        bound = bounds(tier, regime)[key]
+        assert float(row[f"{MIXED_TIERS[tier][1]} bound"]) == pytest.approx(bound, rel=0.01)
         documented, (err, where) = float(row[tier]), cells[tier]
         if max(err, documented) > 2 * min(err, documented):
             stale.append(f"{key} ({regime}): SPEC.md says {documented:.1e}, measured {err:.1e} ({where})")
@@ -54,7 +55,7 @@ def test_the_products_really_are_rounded(tmp_path):
     # bfloat16's beyond float16's
     case = "tiny-B2-T16"
     path = write_checkpoint(case, tmp_path)
-    err = {tier: {n: e for n, e, _ in measure("logits", tier, case, path)}["logits"] for tier in MIXED}
+    err = {tier: {n: e for n, e, _ in measure("logits", tier, case, path)}["logits"] for tier in MIXED_TIERS}
     assert err["tinygrad-float16"] > 100 * FLOAT32["logits"], err
     assert err["tinygrad-bfloat16"] > 4 * err["tinygrad-float16"], err
     assert np.isfinite(list(err.values())).all()

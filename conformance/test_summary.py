@@ -5,7 +5,14 @@
 import numpy as np
 import pytest
 
-from conformance.summary import SPEC, SPEC_BEGIN, SPEC_END, measurements, parse_spec, table
+from conformance.summary import (
+    SPEC,
+    SPEC_BEGIN,
+    SPEC_END,
+    measurements_on_the_table_kernel,
+    parse_spec,
+    table,
+)
 from conformance.tiers import BUILT_IN, TIERS
 from shared.tolerances import bounds_for
 
@@ -19,7 +26,9 @@ def spec():
 
 @pytest.fixture(scope="module")
 def measured():
-    return measurements(FAST)
+    # with the BLAS kernel the table was measured with (summary.py BLAS_KERNEL): this machine's own may
+    # round the numpy tier's float32 differently, within the bounds but beyond the factor of 2
+    return measurements_on_the_table_kernel(FAST)
 
 
 def test_spec_table_has_every_key_and_tier(spec, measured):

@@ -14,7 +14,7 @@ TIERS = {
 
 # the tinygrad tier in mixed precision (SPEC.md "Mixed precision"): name -> (module, compute dtype),
 # held to the same truth with bounds of their own by conformance/test_mixed_precision.py
-MIXED = {
+MIXED_TIERS = {
     "tinygrad-float16": ("impl_tinygrad", "float16"),
     "tinygrad-bfloat16": ("impl_tinygrad", "bfloat16"),
 }
@@ -32,17 +32,17 @@ def tier_module(name: str):
 
 
 def load(name: str, path, adamw=None):
-    if name in MIXED:
-        module, precision = MIXED[name]
+    if name in MIXED_TIERS:
+        module, precision = MIXED_TIERS[name]
         return importlib.import_module(module).load(path, adamw=adamw, mixed_precision=precision)
     module, dtype = TIERS[name]
     return importlib.import_module(module).load(path, dtype=dtype, adamw=adamw)
 
 
 def bounds(name: str, regime: str = "default") -> dict[str, float]:
-    """The tolerances tier `name` (TIERS or MIXED) is held to on a case of `regime`."""
-    if name in MIXED:
-        return bounds_for(np.float32, regime, MIXED[name][1])
+    """The tolerances tier `name` (TIERS or MIXED_TIERS) is held to on a case of `regime`."""
+    if name in MIXED_TIERS:
+        return bounds_for(np.float32, regime, MIXED_TIERS[name][1])
     return bounds_for(TIERS[name][1], regime)
 
 

@@ -126,7 +126,7 @@ def device_names(spec=None) -> tuple[str, ...]:
 
 
 # SPEC.md "Mixed precision": the dtypes the matrix products may run in, the weights kept in float32
-MIXED = {"float16": dtypes.float16, "bfloat16": dtypes.bfloat16}
+COMPUTE_DTYPES = {"float16": dtypes.float16, "bfloat16": dtypes.bfloat16}
 # float16's dynamic loss scaling, with torch.amp.GradScaler's defaults: the first scale, and the passes
 # without an overflow after which it doubles (it halves at every overflow, down to 1)
 LOSS_SCALE = 2.0**16
@@ -184,14 +184,16 @@ class GPT:
         check_state_dict(config, state)
         if np.dtype(dtype) != np.float32:
             raise InputError(f"the tinygrad tier computes in float32, not {np.dtype(dtype)}")
-        if mixed_precision is not None and mixed_precision not in MIXED:
+        if mixed_precision is not None and (
+            not isinstance(mixed_precision, str) or mixed_precision not in COMPUTE_DTYPES
+        ):
             raise InputError(
                 f"mixed_precision must be None, 'float16' or 'bfloat16', not {mixed_precision!r}"
             )
         self.config = config
         self.dtype = np.dtype(np.float32)  # the weights', the gradients', the moments', the results'
         self.mixed_precision = mixed_precision
-        self.compute = dtypes.float32 if mixed_precision is None else MIXED[mixed_precision]
+        self.compute = dtypes.float32 if mixed_precision is None else COMPUTE_DTYPES[mixed_precision]
         # float16 only: its smallest normal number, 6e-5, is above many gradients (bfloat16 has
         # float32's range), so the loss is multiplied by the scale before the backward pass
         self.loss_scale = LOSS_SCALE if mixed_precision == "float16" else None
@@ -363,20 +365,21 @@ class GPT:
             return float(run(idx, targets).item())
         # float16 (SPEC.md "Mixed precision"): a gradient that overflowed float16 at this scale makes
         # the norm inf or NaN; then the same batch runs again at half the scale, down to 1, where what
-        # overflows is left to the divergence check. The scale doubles after LOSS_SCALE_GROWTH passes.
+        # overflows is left to the divergence check, as is a loss that is not finite (the forward
+        # overflowed: no scale helps). The scale doubles after LOSS_SCALE_GROWTH clean passes.
         while True:
             scale = self._replicated(Tensor([self.loss_scale], dtype=dtypes.float32, device=self.device))
             loss = float(run(idx, targets, scale).item())
-            if not math.isfinite(loss) or self.loss_scale == 1.0:
-                break
-            if math.isfinite(float(self._norm(self._g).item())):
+            clean = math.isfinite(loss) and math.isfinite(float(self._norm(self._g).item()))
+            if clean or not math.isfinite(loss) or self.loss_scale == 1.0:
                 break
             self.loss_scale /= 2
             self._passes_since_overflow = 0
-        self._passes_since_overflow += 1
-        if self._passes_since_overflow == LOSS_SCALE_GROWTH:
-            self.loss_scale *= 2
-            self._passes_since_overflow = 0
+        if clean:
+            self._passes_since_overflow += 1
+            if self._passes_since_overflow == LOSS_SCALE_GROWTH:
+                self.loss_scale *= 2
+                self._passes_since_overflow = 0
         return loss
 
     def grads(self, idx, targets):

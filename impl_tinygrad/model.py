@@ -3,8 +3,12 @@
 # the spec's named activations (SPEC.md "Named activations"). `cache`, when given, is the KV cache:
 # one {"k", "v"} dict per layer, each (B, NH, block_size, HS): shapes stay fixed so that one compiled
 # step serves every position, and pos0 (an int, or a Tensor in the compiled decode step) says where
-# the new tokens go. `compute` is the dtype of the matrix products: float32, or float16 / bfloat16
-# under mixed precision (SPEC.md "Mixed precision"), the rest float32. Gradients come from tinygrad's autograd (Tensor.gradient), not from this file.
+# the new tokens go. Gradients come from tinygrad's autograd (Tensor.gradient), not from this file.
+# `compute` is the dtype of the matrix products: float32, or float16 / bfloat16 under mixed precision
+# (SPEC.md "Mixed precision"), where the rest stays float32. Only this tier has it: a GPU's half-precision
+# products are what it is for, and tinygrad is the tier that reaches GPUs; so here alone `matmul` and
+# `compute_weights` stand where the numpy tier writes `@`. Each function takes the compute dtype from the
+# weights it is given: `gpt` casts them once (compute_weights), and every product follows them.
 # tinygrad fuses what it can, and would rather recompute an activation inside a later kernel than
 # store it: `.contiguous()` marks the two results worth storing (the softmax and the GELU: without
 # them a shakespeare training step takes 3x as long); it changes where results are kept, not what
@@ -39,8 +43,8 @@ def layernorm(x, w, b, eps=1e-5):
 
 
 def matmul(a, b, dtype):
-    # a @ b with both operands rounded to dtype and the products summed in float32, the result float32
-    # (SPEC.md "Mixed precision"); in float32 it is a plain a @ b
+    # a: (..., M, K), b: (..., K, N) -> (..., M, N) float32, with both operands rounded to dtype and the
+    # products summed in float32 (SPEC.md "Mixed precision"); in float32 it is a plain a @ b
     return a.cast(dtype).dot(b.cast(dtype), dtype=dtypes.float32)
 
 

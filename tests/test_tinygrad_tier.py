@@ -2,6 +2,7 @@
 # clang, tinygrad's CPU backend cannot compile a kernel, and the tier says how to install it; parameter
 # slots aligned for tinygrad's vector loads; data-parallel training on several devices equal to one;
 # mixed precision's loss scaling, its float32 optimizer and its refusals.
+import math
 import os
 import subprocess
 import sys
@@ -9,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tinygrad import Device
+from tinygrad import Device, Tensor
 
 import impl_numpy
 import impl_tinygrad
 from conformance.compare import random_state_dict
 from impl_tinygrad.gpt import ALIGN, _buffers, slots
 from shared.config import GPTConfig, get_config
-from shared.errors import InputError
+from shared.errors import DivergenceError, InputError
 from shared.params import init_state_dict, param_shapes
 from shared.tolerances import FLOAT32, bounds_for, flat_gradient, rel_l2
 
@@ -156,7 +157,7 @@ def _small_gradients_problem():
 def test_mixed_precision_must_be_named():
     config = get_config("tiny")
     state = init_state_dict(config)
-    for bad in ["float32", "fp16", "half", True, 16]:
+    for bad in ["float32", "fp16", "half", True, 16, ["float16"]]:
         with pytest.raises(InputError, match=r"mixed_precision must be None, 'float16' or 'bfloat16'"):
             impl_tinygrad.from_state_dict(config, state, mixed_precision=bad)
     assert impl_tinygrad.from_state_dict(config, state, mixed_precision=None).loss_scale is None
@@ -210,6 +211,23 @@ def test_float16_loss_scale_doubles_after_passes_without_overflow(monkeypatch):
     assert model.step == 7  # no step skipped
 
 
+def test_float16_overflow_at_scale_1_is_left_to_the_divergence_check(monkeypatch):
+    # a gradient norm that stays inf (here: a norm that always says so) halves the scale down to 1 and
+    # no further; then the step is refused like any diverging step, before anything changes, and the
+    # overflowed passes do not count towards the scale's growth
+    config = get_config("tiny")
+    state = init_state_dict(config)
+    model = impl_tinygrad.from_state_dict(config, state, mixed_precision="float16")
+    model.loss_scale = 2.0**4
+    monkeypatch.setattr(model, "_norm", lambda g: Tensor([math.inf]))
+    idx = np.zeros((1, 4), dtype=np.int64)
+    with pytest.raises(DivergenceError, match="the gradient norm is inf"):
+        model.train_step(idx, idx, 1e-3)
+    assert model.loss_scale == 1.0 and model.step == 0 and model._passes_since_overflow == 0
+    for name, w in model.state_dict().items():
+        np.testing.assert_array_equal(w, state[name], err_msg=name)
+
+
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
 def test_mixed_precision_keeps_the_optimizer_float32(precision):
     # apply_grads, the optimizer alone, is the same arithmetic on the same float32 numbers
@@ -227,8 +245,11 @@ def test_mixed_precision_keeps_the_optimizer_float32(precision):
         for moment in ("m", "v"):
             got, want = (getattr(model.optimizer_state(), moment)[name] for model in (mixed, plain))
             np.testing.assert_array_equal(got, want, err_msg=f"{moment} of {name}")
-    logits, _ = mixed.forward(np.zeros((1, 4), dtype=np.int64))
-    assert logits.dtype == np.float32
+    # and what every method returns is float32, as in float32
+    idx = np.zeros((1, 4), dtype=np.int64)
+    results = [mixed.forward(idx)[0], mixed.decode(idx, 2), *mixed.grads(idx, idx)[1].values()]
+    results += [*mixed.activations(idx).values(), mixed.block_forward(np.zeros((1, 4, 16), np.float32))]
+    assert {r.dtype for r in results} == {np.dtype(np.float32)}
 
 
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
